@@ -1,0 +1,1 @@
+"""Import of the official (TF1 name-based) EfficientDet and EfficientNet checkpoints."""

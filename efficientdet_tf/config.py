@@ -1,0 +1,236 @@
+"""Model configuration: load hparams/*.yaml, apply overrides, validate keys and types."""
+
+import copy
+import difflib
+import os
+import sys
+
+import yaml
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def hparams_dir():
+    """Returns the folder that holds `defaults.yaml` and one yaml per model."""
+    candidates = [
+        os.path.join(os.path.dirname(_HERE), "hparams"),  # source checkout / editable install
+        os.path.join(sys.prefix, "share", "efficientdet_tf", "hparams"),  # wheel install
+    ]
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, "defaults.yaml")):
+            return path
+    raise FileNotFoundError("efficientdet_tf: hparams folder not found (looked in %s)" % candidates)
+
+
+def model_names():
+    """Names of the models that have an hparams file, e.g. 'efficientdet-d0'."""
+    return sorted(f[:-5] for f in os.listdir(hparams_dir())
+                  if f.startswith("efficientdet-") and f.endswith(".yaml"))
+
+
+class ConfigError(ValueError):
+    """A bad model name, override key or override value."""
+
+
+class Config:
+    """Nested hyper-parameters as plain data with attribute access.
+
+    `cfg.fpn_num_filters`, `cfg.nms.sigma` and `cfg["nms"]["sigma"]` all work; `as_dict()` returns
+    a deep copy of the underlying dict (what `get_config()` of the model stores).
+    """
+
+    def __init__(self, data):
+        object.__setattr__(self, "_data", data)
+
+    def __getattr__(self, key):
+        try:
+            value = self._data[key]
+        except KeyError:
+            raise AttributeError(_unknown_key_message(key, self._data)) from None
+        return Config(value) if isinstance(value, dict) else value
+
+    def __getitem__(self, key):
+        return self.__getattr__(key)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Config is read-only; use get_config(..., overrides=...) or .replace()")
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def __eq__(self, other):
+        return isinstance(other, Config) and self._data == other._data
+
+    def __repr__(self):
+        return "Config(%r)" % (self._data,)
+
+    def as_dict(self):
+        return copy.deepcopy(self._data)
+
+    def replace(self, overrides):
+        """Returns a new Config with `overrides` (string, dict or yaml path) applied and validated."""
+        data = self.as_dict()
+        _apply(data, _parse_overrides(overrides), prefix="")
+        _validate(data)
+        return Config(data)
+
+
+def _unknown_key_message(key, section, prefix=""):
+    full = prefix + key
+    near = difflib.get_close_matches(key, list(section), n=1, cutoff=0.5)
+    hint = " (did you mean '%s%s'?)" % (prefix, near[0]) if near else ""
+    return "unknown hparam '%s'%s" % (full, hint)
+
+
+def _parse_scalar(text):
+    value = yaml.safe_load(text) if text.strip() else ""
+    return value
+
+
+def _parse_overrides(overrides):
+    """Turns a 'a=1,b.c=x' string, a dict or a yaml file path into a nested dict."""
+    if overrides is None or overrides == "":
+        return {}
+    if isinstance(overrides, Config):
+        return overrides.as_dict()
+    if isinstance(overrides, dict):
+        nested = {}
+        for key, value in overrides.items():
+            _set_dotted(nested, key, value)
+        return nested
+    if not isinstance(overrides, str):
+        raise ConfigError("overrides must be a string, dict or yaml path, got %s" % type(overrides).__name__)
+    if overrides.endswith((".yaml", ".yml")):
+        if not os.path.isfile(overrides):
+            raise ConfigError("hparams file not found: %s" % overrides)
+        with open(overrides) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("hparams file %s does not hold a mapping" % overrides)
+        return _parse_overrides(loaded)
+    nested = {}
+    # Split on commas that start a new "key=" pair, so list values like "aspect_ratios=[1.0,2.0]" survive.
+    parts, current = [], ""
+    for piece in overrides.split(","):
+        if "=" in piece.split("[")[0] or not parts:
+            if current:
+                parts.append(current)
+            current = piece
+        else:
+            current += "," + piece
+    if current:
+        parts.append(current)
+    for part in parts:
+        if "=" not in part:
+            raise ConfigError("bad override '%s': expected key=value" % part.strip())
+        key, value = part.split("=", 1)
+        _set_dotted(nested, key.strip(), _parse_scalar(value))
+    return nested
+
+
+def _set_dotted(nested, key, value):
+    parts = key.split(".")
+    node = nested
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    if isinstance(value, dict):
+        node = node.setdefault(parts[-1], {})
+        for k, v in value.items():
+            _set_dotted(node, k, v)
+    else:
+        node[parts[-1]] = value
+
+
+def _type_ok(default, value):
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _apply(data, overrides, prefix):
+    for key, value in overrides.items():
+        if key not in data:
+            raise ConfigError(_unknown_key_message(key, data, prefix))
+        default = data[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError("hparam '%s%s' is a section; set its keys, e.g. %s%s.%s=..."
+                                  % (prefix, key, prefix, key, next(iter(default))))
+            _apply(default, value, prefix + key + ".")
+            continue
+        if not _type_ok(default, value):
+            raise ConfigError("hparam '%s%s' expects %s, got %r" % (
+                prefix, key, type(default).__name__, value))
+        if isinstance(default, float):
+            value = float(value)
+        data[key] = list(value) if isinstance(value, tuple) else value
+
+
+_CHOICES = {
+    "fpn_weight_method": ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
+    "act_type": ("swish", "silu", "relu", "relu6"),
+    "input_norm": ("imagenet", "lite"),
+}
+_NMS_CHOICES = {"mode": ("global", "per_class", "combined"), "method": ("gaussian", "hard")}
+
+
+def _validate(data):
+    for key, choices in _CHOICES.items():
+        if data[key] not in choices:
+            raise ConfigError("hparam '%s' must be one of %s, got %r" % (key, choices, data[key]))
+    for key, choices in _NMS_CHOICES.items():
+        if data["nms"][key] not in choices:
+            raise ConfigError("hparam 'nms.%s' must be one of %s, got %r" % (key, choices, data["nms"][key]))
+    if data["num_classes"] < 1:
+        raise ConfigError("hparam 'num_classes' must be >= 1 (the number of 1-based label ids)")
+    if not 1 <= data["min_level"] <= data["max_level"]:
+        raise ConfigError("hparams need 1 <= min_level <= max_level")
+    if data["image_size"] % (2 ** data["max_level"]) and data["image_size"] < 2 ** data["max_level"]:
+        raise ConfigError("image_size %d is smaller than the coarsest level's stride" % data["image_size"])
+
+
+def get_config(name_or_yaml_path="efficientdet-d0", overrides=None):
+    """Builds the hyper-parameters of one model.
+
+    Args:
+      name_or_yaml_path: a model name ('efficientdet-d0' ... 'efficientdet-d7x',
+        'efficientdet-lite0' ... 'efficientdet-lite4') or the path of a yaml file that holds a full or
+        partial set of hparams (applied over `defaults.yaml`; it may name a model with `name:`).
+      overrides: optional 'a=1,b.c=x' string, dict (keys may be dotted) or yaml file path.
+
+    Returns:
+      A validated `Config`.
+
+    Raises:
+      ConfigError: unknown model name, unknown key (the message names the nearest valid one) or a
+        value of the wrong type (the message names key, value and expected type).
+    """
+    if isinstance(name_or_yaml_path, Config):
+        return name_or_yaml_path.replace(overrides)
+    directory = hparams_dir()
+    with open(os.path.join(directory, "defaults.yaml")) as f:
+        data = yaml.safe_load(f)
+    if name_or_yaml_path.endswith((".yaml", ".yml")):
+        layered = _parse_overrides(name_or_yaml_path)
+        model_name = layered.get("name", data["name"])
+    else:
+        layered, model_name = {}, name_or_yaml_path
+    model_file = os.path.join(directory, model_name + ".yaml")
+    if not os.path.isfile(model_file):
+        near = difflib.get_close_matches(model_name, model_names(), n=1, cutoff=0.5)
+        hint = " (did you mean '%s'?)" % near[0] if near else ""
+        raise ConfigError("unknown model name '%s'%s; known: %s" % (model_name, hint, ", ".join(model_names())))
+    with open(model_file) as f:
+        _apply(data, yaml.safe_load(f), prefix="")
+    _apply(data, layered, prefix="")
+    _apply(data, _parse_overrides(overrides), prefix="")
+    _validate(data)
+    return Config(data)

@@ -1,0 +1,1 @@
+"""Input pipelines: tf.Example decoding, augmentation, anchor targets, TFDS sources."""

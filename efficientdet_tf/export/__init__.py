@@ -1,0 +1,1 @@
+"""Export: SavedModel signatures for TF Serving, and TFLite."""

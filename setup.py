@@ -1,0 +1,34 @@
+"""Installs efficientdet_tf and tfrecord_tools."""
+
+import glob
+
+from setuptools import find_packages, setup
+
+setup(
+    name="efficientdet_tf",
+    version="0.1.0",
+    description="EfficientDet D0-D7x and Lite0-Lite4 for TensorFlow 2.21 / Keras 3",
+    packages=find_packages(include=["efficientdet_tf", "efficientdet_tf.*", "tfrecord_tools", "tfrecord_tools.*"]),
+    data_files=[("share/efficientdet_tf/hparams", sorted(glob.glob("hparams/*.yaml")))],
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "numpy>=1.26,<3",
+        "pyyaml>=6",
+        "absl-py>=2.1",
+        "pillow>=10",
+        "pycocotools>=2.0.8",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "jax[cpu]>=0.6", "tensorflow-datasets>=4.9"],
+        "tfds": ["tensorflow-datasets>=4.9"],
+        "bench": ["torch", "torchvision", "effdet", "timm", "omegaconf"],
+    },
+    entry_points={
+        "console_scripts": [
+            "efficientdet-summary=efficientdet_tf.cli.summary:run",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""Dataset conversion to TFRecords and checks of the result."""
