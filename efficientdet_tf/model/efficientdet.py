@@ -1,0 +1,66 @@
+"""The assembled EfficientDet network (backbone -> BiFPN -> heads) and `build_model`."""
+
+import keras
+
+from efficientdet_tf.config import Config, get_config
+from efficientdet_tf.model.bifpn import bifpn
+from efficientdet_tf.model.efficientnet import efficientnet_features
+from efficientdet_tf.model.heads import box_head, class_head
+
+
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+class EfficientDet(keras.Model):
+    """EfficientDet as a Keras functional model built from a hparams dict.
+
+    Input: normalised float32 NHWC images [N, image_size, image_size, 3]. Output:
+    `(class_outputs, box_outputs)`, two lists over levels min..max of
+    [N, H, W, num_anchors * num_classes] and [N, H, W, num_anchors * 4].
+    Layer names follow the official variable scopes ('/' written as '.').
+    """
+
+    def __init__(self, config, name=None, **kwargs):
+        cfg = config if isinstance(config, Config) else Config(dict(config))
+        size = cfg.image_size
+        images = keras.Input(shape=(size, size, 3), name="images")
+        bn_args = dict(momentum=cfg.batch_norm_momentum, epsilon=cfg.batch_norm_epsilon)
+        survival = cfg.backbone_survival_prob
+        features = efficientnet_features(
+            images, cfg.backbone_name, act_type=cfg.act_type, bn_momentum=cfg.batch_norm_momentum,
+            bn_epsilon=cfg.batch_norm_epsilon, survival_prob=survival,
+            width=cfg.backbone_width or None, depth=cfg.backbone_depth or None)
+        feats = bifpn({level: features[level] for level in range(cfg.min_level, 6)}, cfg.min_level,
+                      cfg.max_level, cfg.fpn_num_filters, cfg.fpn_cell_repeats, cfg.fpn_weight_method,
+                      cfg.act_type, bn_args)
+        num_anchors = cfg.num_scales * len(cfg.aspect_ratios)
+        head_args = dict(num_filters=cfg.fpn_num_filters, repeats=cfg.box_class_repeats,
+                         act_type=cfg.act_type, bn_args=bn_args, survival_prob=cfg.head_survival_prob)
+        class_outputs = class_head(feats, cfg.num_classes, num_anchors, **head_args)
+        box_outputs = box_head(feats, num_anchors, **head_args)
+        super().__init__(inputs=images, outputs=(class_outputs, box_outputs),
+                         name=name or cfg.name, **kwargs)
+        self.config = cfg
+
+    def get_config(self):
+        return {"config": self.config.as_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(name_or_config="efficientdet-d0", overrides=None, **kwargs):
+    """Builds an EfficientDet network.
+
+    Args:
+      name_or_config: a model name ('efficientdet-d0' ... 'efficientdet-d7x',
+        'efficientdet-lite0' ... 'efficientdet-lite4'), a yaml path, or a `Config`.
+      overrides: optional 'a=1,b.c=x' string, dict or yaml path applied on top.
+      **kwargs: more top-level overrides, e.g. `num_classes=20, image_size=384`.
+
+    Returns:
+      An `EfficientDet` keras.Model; `model.config` holds its validated hparams.
+    """
+    config = get_config(name_or_config, overrides)
+    if kwargs:
+        config = config.replace(kwargs)
+    return EfficientDet(config)

@@ -1,0 +1,85 @@
+"""The one place that decides what happens to bad pictures and bad boxes during conversion."""
+
+import io
+import math
+import os
+
+from PIL import Image
+
+JPEG_QUALITY = 95
+
+
+def read_image_size(path):
+    """Returns (width, height) from the picture's header, or None when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def load_image_as_jpeg(path, report):
+    """Reads a picture and returns (jpeg_bytes, width, height), or None when it must be skipped.
+
+    RGB JPEG files are kept byte for byte; anything else (grayscale, CMYK, palette, RGBA, PNG, ...)
+    is converted to an RGB JPEG and counted as `image_converted`. A missing or unreadable file is
+    counted (`image_missing_skipped` / `image_unreadable_skipped`) and gives None.
+    """
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        report.add("image_missing_skipped", path)
+        return None
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode fully: a truncated file must fail here, not in training
+            if image.format == "JPEG" and image.mode == "RGB":
+                with open(path, "rb") as f:
+                    return f.read(), image.width, image.height
+            report.add("image_converted", "%s (%s %s)" % (name, image.format, image.mode))
+            return _to_rgb_jpeg(image), image.width, image.height
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        report.add("image_unreadable_skipped", "%s (%s)" % (path, error))
+        return None
+
+
+def _to_rgb_jpeg(image):
+    """Encodes a decoded picture of any mode as an RGB JPEG."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels hold arbitrary colours; show them on white as image viewers do.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(background, rgba).convert("RGB")
+    else:
+        rgb = image.convert("RGB")
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def clean_box(bbox, width, height, report, where=""):
+    """Checks one COCO box [x, y, w, h] (pixels) against a width x height picture.
+
+    Returns the box clipped to the picture as [x, y, w, h], or None when it must be skipped.
+    Clipping is counted as `box_clipped`; skips are counted by reason. `where` names the box in
+    the report (file and annotation id).
+    """
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        report.add("box_invalid_skipped", "%s %r" % (where, bbox))
+        return None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        report.add("box_invalid_skipped", "%s %r" % (where, bbox))
+        return None
+    if w <= 0 or h <= 0:
+        report.add("box_empty_skipped", "%s %r" % (where, bbox))
+        return None
+    if x >= 0 and y >= 0 and x + w <= width and y + h <= height:
+        return [x, y, w, h]  # untouched: recomputing w from x + w would add rounding noise
+    x0, y0 = max(x, 0.0), max(y, 0.0)
+    x1, y1 = min(x + w, float(width)), min(y + h, float(height))
+    if x1 <= x0 or y1 <= y0:
+        report.add("box_outside_skipped", "%s %r in %dx%d" % (where, bbox, width, height))
+        return None
+    report.add("box_clipped", "%s %r in %dx%d" % (where, bbox, width, height))
+    return [x0, y0, x1 - x0, y1 - y0]
