@@ -14,7 +14,7 @@ ISSUES = {
     "image_missing_skipped": "pictures missing (skipped)",
     "image_unreadable_skipped": "pictures unreadable (skipped)",
     "boxes_of_skipped_images": "boxes dropped with skipped pictures",
-    "annotation_missing_skipped": "pictures without an annotation file (skipped)",
+    "annotation_missing_skipped": "pictures without a readable annotation file (skipped)",
     "label_line_malformed_skipped": "malformed label lines skipped",
     "image_converted": "pictures converted to RGB JPEG",
     "image_size_mismatch": "pictures whose real size differs from the annotation (real size used)",
