@@ -1,0 +1,154 @@
+"""Detection post-processing: flatten head outputs, decode boxes, score and run NMS (batched)."""
+
+import functools
+
+import tensorflow as tf
+
+from efficientdet_tf import box_coder
+from efficientdet_tf.anchors import anchors_for_config
+
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def flatten_outputs(class_outputs, box_outputs, num_classes):
+    """Concatenates per-level head outputs in anchor order.
+
+    Args:
+      class_outputs: list over levels of [B, H, W, A * num_classes] logits (anchor-major).
+      box_outputs: list over levels of [B, H, W, A * 4] box deltas.
+      num_classes: number of class channels per anchor.
+
+    Returns:
+      (logits [B, N, num_classes], deltas [B, N, 4]), N = all anchors of all levels.
+    """
+    batch = tf.shape(class_outputs[0])[0]
+    logits = tf.concat([tf.reshape(c, [batch, -1, num_classes]) for c in class_outputs], axis=1)
+    deltas = tf.concat([tf.reshape(b, [batch, -1, 4]) for b in box_outputs], axis=1)
+    return tf.cast(logits, tf.float32), tf.cast(deltas, tf.float32)
+
+
+def nms_parameters(nms):
+    """(iou_threshold, score_threshold, tf_soft_nms_sigma) for an `nms` config section.
+
+    Gaussian soft-NMS follows the reference: a score threshold of 0 falls back to 0.001, a sigma of 0
+    to 0.5, and TF's soft_nms_sigma is half the paper's sigma. Hard NMS uses sigma 0.
+    """
+    if nms.method == "gaussian":
+        return float(nms.iou_threshold), float(nms.score_threshold or 0.001), float(nms.sigma or 0.5) / 2.0
+    return float(nms.iou_threshold), float(nms.score_threshold), 0.0
+
+
+def _map_images(fn, elems, signature):
+    """Applies `fn` image by image; unrolled when the batch is static (TFLite), tf.map_fn otherwise."""
+    batch = elems[0].shape[0]
+    if batch is not None:
+        results = [fn(*[e[i] for e in elems]) for i in range(batch)]
+        return [tf.stack(list(parts)) for parts in zip(*results)]
+    return tf.map_fn(lambda x: fn(*x), elems, fn_output_signature=signature)
+
+
+def _nms(boxes, scores, max_out, params):
+    iou, score_threshold, sigma = params
+    return tuple(tf.raw_ops.NonMaxSuppressionV5(
+        boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=iou,
+        score_threshold=score_threshold, soft_nms_sigma=sigma, pad_to_max_output_size=True))
+
+
+def _global_nms(boxes, scores, classes, max_out, params):
+    """One class-agnostic NMS for one image; padded entries are zero."""
+    index, kept_scores, valid = _nms(boxes, scores, max_out, params)
+    keep = tf.range(max_out) < valid
+    return (tf.where(keep[:, None], tf.gather(boxes, index), 0.0), tf.where(keep, kept_scores, 0.0),
+            tf.where(keep, tf.gather(classes, index) + 1, 0), valid)
+
+
+def _per_class_nms(boxes, scores, classes, max_out, params, num_classes):
+    """NMS inside each class, then the best `max_out` of all classes, for one image."""
+    def one_class(class_id):
+        # Anchors of other classes get -inf so the op never takes them as candidates: the same as
+        # running NMS on the class's own anchors, with the same tie order (by anchor index).
+        masked = tf.where(tf.equal(classes, class_id), scores, float("-inf"))
+        return _nms(boxes, masked, max_out, params)
+
+    index, kept_scores, valid = tf.map_fn(
+        one_class, tf.range(num_classes),
+        fn_output_signature=(tf.int32, tf.float32, tf.int32))  # [C, M], [C, M], [C]
+    kept_scores = tf.where(tf.range(max_out)[None, :] < valid[:, None], kept_scores, 0.0)
+    top_scores, top = tf.math.top_k(tf.reshape(kept_scores, [-1]), k=max_out)
+    total = tf.minimum(max_out, tf.reduce_sum(valid))
+    keep = tf.range(max_out) < total
+    anchor = tf.gather(tf.reshape(index, [-1]), top)
+    return (tf.where(keep[:, None], tf.gather(boxes, anchor), 0.0), tf.where(keep, top_scores, 0.0),
+            tf.where(keep, top // max_out + 1, 0), total)
+
+
+def _combined_nms(boxes, logits, max_out, params):
+    iou, score_threshold, _ = params
+    out = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :], tf.sigmoid(logits), max_output_size_per_class=max_out,
+        max_total_size=max_out, iou_threshold=iou, score_threshold=score_threshold,
+        clip_boxes=False)
+    keep = tf.range(max_out)[None, :] < out.valid_detections[:, None]
+    classes = tf.where(keep, tf.cast(out.nmsed_classes, tf.int32) + 1, 0)
+    return out.nmsed_boxes, out.nmsed_scores, classes, out.valid_detections
+
+
+def postprocess(class_outputs, box_outputs, config, image_scales=None):
+    """Turns raw head outputs of a batch into detections.
+
+    Per anchor the best class and its logit are kept (optionally only the `nms.max_nms_inputs` best
+    anchors), boxes are decoded against the anchors and scores are sigmoid(logit). Then, by
+    `config.nms.mode`:
+      - 'global': one class-agnostic NMS (Gaussian soft-NMS or hard, `nms.method`); boxes clipped to
+        [0, image_size] of the network input.
+      - 'per_class': NMS inside each class (anchors whose best class it is), then the top
+        `max_detections` by score over all classes; boxes not clipped (as the reference).
+      - 'combined': tf.image.combined_non_max_suppression over every class score of every anchor
+        (always hard NMS with `nms.iou_threshold`); boxes clipped like 'global'.
+    Boxes are finally multiplied by `image_scales` (original pixels per network-input pixel).
+
+    Args:
+      class_outputs: list over levels of [B, H, W, A * num_classes].
+      box_outputs: list over levels of [B, H, W, A * 4].
+      config: the model's Config (uses image_size, num_classes, anchors and `nms`).
+      image_scales: optional float [B]; 1 when omitted.
+
+    Returns:
+      dict with detection_boxes float32 [B, M, 4] ([ymin, xmin, ymax, xmax]), detection_scores
+      float32 [B, M], detection_classes int32 [B, M] (1-based ids, 0 for padding), num_detections
+      int32 [B]; M = nms.max_detections. Padded entries are zero.
+    """
+    nms = config.nms
+    max_out = int(nms.max_detections)
+    params = nms_parameters(nms)
+    logits, deltas = flatten_outputs(class_outputs, box_outputs, config.num_classes)
+    anchors = tf.constant(anchors_for_config(config))
+    if logits.shape[1] is not None and logits.shape[1] != anchors.shape[0]:
+        raise ValueError("head outputs hold %d anchors but the config gives %d (image_size %d?)"
+                         % (logits.shape[1], anchors.shape[0], config.image_size))
+    anchors = tf.broadcast_to(anchors[None], tf.shape(deltas))
+    if nms.max_nms_inputs > 0:
+        _, top = tf.math.top_k(tf.reduce_max(logits, axis=-1), k=int(nms.max_nms_inputs))
+        logits = tf.gather(logits, top, batch_dims=1)
+        deltas = tf.gather(deltas, top, batch_dims=1)
+        anchors = tf.gather(anchors, top, batch_dims=1)
+    boxes = box_coder.decode(deltas, anchors)
+
+    if nms.mode == "combined":
+        boxes, scores, classes, valid = _combined_nms(boxes, logits, max_out, params)
+    else:
+        scores = tf.sigmoid(tf.reduce_max(logits, axis=-1))
+        classes = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        if nms.mode == "per_class":
+            fn = functools.partial(_per_class_nms, max_out=max_out, params=params,
+                                   num_classes=config.num_classes)
+        else:
+            fn = functools.partial(_global_nms, max_out=max_out, params=params)
+        boxes, scores, classes, valid = _map_images(
+            fn, (boxes, scores, classes), (tf.float32, tf.float32, tf.int32, tf.int32))
+    if nms.mode != "per_class":
+        boxes = tf.clip_by_value(boxes, 0.0, float(config.image_size))
+    if image_scales is not None:
+        boxes = boxes * tf.reshape(tf.cast(image_scales, tf.float32), [-1, 1, 1])
+    return {"detection_boxes": boxes, "detection_scores": scores,
+            "detection_classes": tf.cast(classes, tf.int32), "num_detections": tf.cast(valid, tf.int32)}

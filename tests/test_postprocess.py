@@ -1,0 +1,129 @@
+"""Post-processing on synthetic head outputs: every NMS mode against a plain per-image version."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf import box_coder, postprocess
+from efficientdet_tf.anchors import anchors_for_config, feature_sizes
+from efficientdet_tf.config import get_config
+
+NUM_CLASSES = 4
+
+
+def _config(**nms):
+    overrides = {"image_size": 128, "num_classes": NUM_CLASSES}
+    overrides.update({"nms." + k: v for k, v in nms.items()})
+    return get_config("efficientdet-d0", overrides)
+
+
+def _raw_outputs(config, batch=2, seed=0):
+    """Mostly-background logits with a few confident anchors; small random box deltas."""
+    rng = np.random.default_rng(seed)
+    classes, boxes = [], []
+    for h, w in feature_sizes(config.image_size, config.min_level, config.max_level).values():
+        logits = rng.normal(-4.0, 1.5, size=(batch, h, w, 9 * NUM_CLASSES))
+        logits[rng.random(logits.shape) < 0.02] += 6.0
+        classes.append(tf.constant(logits, tf.float32))
+        boxes.append(tf.constant(rng.normal(0, 0.3, size=(batch, h, w, 36)), tf.float32))
+    return classes, boxes
+
+
+def _plain(config, class_outputs, box_outputs, b):
+    """Per-image boxes/scores/classes as the reference builds them before NMS."""
+    logits = np.concatenate([c[b].numpy().reshape(-1, NUM_CLASSES) for c in class_outputs])
+    deltas = np.concatenate([x[b].numpy().reshape(-1, 4) for x in box_outputs])
+    boxes = box_coder.decode(deltas, anchors_for_config(config)).numpy()
+    return boxes, 1 / (1 + np.exp(-logits.max(-1))), logits.argmax(-1)
+
+
+def _soft_nms(config, boxes, scores):
+    iou, threshold, sigma = postprocess.nms_parameters(config.nms)
+    index, kept = tf.image.non_max_suppression_with_scores(
+        boxes, scores, config.nms.max_detections, iou, threshold, sigma)
+    return index.numpy(), kept.numpy()
+
+
+@pytest.mark.parametrize("method", ["gaussian", "hard"])
+def test_global_matches_plain_nms(method):
+    config = _config(method=method)
+    cls, box = _raw_outputs(config)
+    scales = np.array([2.0, 0.5], np.float32)
+    out = postprocess.postprocess(cls, box, config, scales)
+    for b in range(2):
+        boxes, scores, classes = _plain(config, cls, box, b)
+        index, kept = _soft_nms(config, boxes, scores)
+        n = len(index)
+        assert out["num_detections"][b] == n
+        np.testing.assert_allclose(out["detection_scores"][b, :n], kept, rtol=1e-6)
+        expected = np.clip(boxes[index], 0, config.image_size) * scales[b]
+        np.testing.assert_allclose(out["detection_boxes"][b, :n], expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(out["detection_classes"][b, :n], classes[index] + 1)
+        assert not np.any(out["detection_scores"][b, n:]) and not np.any(out["detection_classes"][b, n:])
+
+
+def test_per_class_matches_class_by_class_nms():
+    config = _config(mode="per_class")
+    cls, box = _raw_outputs(config)
+    out = postprocess.postprocess(cls, box, config)
+    for b in range(2):
+        boxes, scores, classes = _plain(config, cls, box, b)
+        found = []
+        for c in range(NUM_CLASSES):
+            ids = np.where(classes == c)[0]
+            index, kept = _soft_nms(config, boxes[ids], scores[ids])
+            found += [(s, c + 1, tuple(boxes[ids][i])) for i, s in zip(index, kept)]
+        found.sort(key=lambda t: -t[0])
+        found = found[:config.nms.max_detections]
+        n = len(found)
+        assert out["num_detections"][b] == n
+        np.testing.assert_allclose(out["detection_scores"][b, :n], [f[0] for f in found], rtol=1e-6)
+        np.testing.assert_array_equal(out["detection_classes"][b, :n], [f[1] for f in found])
+        np.testing.assert_allclose(out["detection_boxes"][b, :n], [f[2] for f in found], rtol=1e-6)
+
+
+def test_hard_nms_leaves_no_overlap_and_combined_is_valid():
+    # per_class boxes are not clipped, so their IoUs are the ones NMS saw.
+    config = _config(method="hard", iou_threshold=0.3, mode="per_class")
+    cls, box = _raw_outputs(config)
+    out = postprocess.postprocess(cls, box, config)
+    n = out["num_detections"][0]
+    boxes = out["detection_boxes"][0, :n].numpy()
+    same_class = out["detection_classes"][0, :n].numpy()[:, None] == out["detection_classes"][0, :n].numpy()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    top = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.clip(bottom - top, 0, None), axis=-1)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    np.fill_diagonal(iou, 0)
+    assert n > 10 and iou[same_class].max() <= 0.3 + 1e-6 and iou.max() > 0.3
+
+    combined = postprocess.postprocess(cls, box, _config(mode="combined", method="hard"))
+    n = combined["num_detections"].numpy()
+    assert combined["detection_boxes"].shape == (2, 100, 4) and np.all(n > 0)
+    classes = combined["detection_classes"].numpy()
+    assert classes[0, :n[0]].min() >= 1 and classes[0, :n[0]].max() <= NUM_CLASSES
+    assert np.all(np.diff(combined["detection_scores"][0, :n[0]]) <= 0)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_class", "combined"])
+def test_dynamic_batch_in_tf_function(mode):
+    config = _config(mode=mode)
+    cls, box = _raw_outputs(config, batch=3, seed=1)
+    specs = [tf.TensorSpec([None] + c.shape[1:], tf.float32) for c in cls]
+    bspecs = [tf.TensorSpec([None] + b.shape[1:], tf.float32) for b in box]
+    fn = tf.function(lambda c, b: postprocess.postprocess(c, b, config, tf.ones([tf.shape(c[0])[0]])),
+                     input_signature=[specs, bspecs])
+    dynamic = fn(cls, box)
+    static = postprocess.postprocess(cls, box, config)
+    for key in postprocess.OUTPUT_KEYS:
+        np.testing.assert_allclose(dynamic[key], static[key], rtol=1e-5, atol=1e-4)
+    assert dynamic["detection_classes"].dtype == tf.int32 and dynamic["num_detections"].dtype == tf.int32
+
+
+def test_score_threshold_zero_falls_back_for_gaussian_and_max_nms_inputs():
+    assert postprocess.nms_parameters(_config(score_threshold=0.0).nms) == (0.5, 0.001, 0.25)
+    assert postprocess.nms_parameters(_config(method="hard", score_threshold=0.0).nms) == (0.5, 0.0, 0.0)
+    cls, box = _raw_outputs(_config())
+    out = postprocess.postprocess(cls, box, _config(max_nms_inputs=50))
+    assert 0 < out["num_detections"][0] <= 50
