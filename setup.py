@@ -29,6 +29,11 @@ setup(
     entry_points={
         "console_scripts": [
             "efficientdet-summary=efficientdet_tf.cli.summary:run",
+            "create_coco_tfrecord=tfrecord_tools.create_coco_tfrecord:run",
+            "create_voc_tfrecord=tfrecord_tools.create_voc_tfrecord:run",
+            "create_yolo_tfrecord=tfrecord_tools.create_yolo_tfrecord:run",
+            "inspect_tfrecord=tfrecord_tools.inspect_tfrecord:run",
+            "make_shapes_dataset=tfrecord_tools.make_shapes_dataset:run",
         ],
     },
 )
