@@ -16,6 +16,7 @@ def define_flags():
     flags.DEFINE_string("gt_json_file", "", "Optional: also write the cleaned ground truth (only "
                         "what went into the records) as COCO JSON here.")
     convert.define_common_flags()
+    flags.adopt_module_key_flags(convert)  # list the shared flags in --helpshort too
     flags.mark_flags_as_required(["image_dir", "object_annotations_file"])
 
 

@@ -22,6 +22,7 @@ def define_flags():
     flags.DEFINE_string("gt_json_file", "", "COCO ground-truth JSON to write; empty writes "
                         "<output_file_prefix>_gt.json.")
     convert.define_common_flags()
+    flags.adopt_module_key_flags(convert)  # list the shared flags in --helpshort too
     flags.mark_flag_as_required("data_dir")
 
 
