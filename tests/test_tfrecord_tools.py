@@ -266,6 +266,18 @@ def test_empty_and_outside_boxes_are_skipped_and_counted(tmp_path):
     assert read_records(paths)["1"]["labels"] == [3]
 
 
+def test_real_picture_size_wins_over_the_annotated_one(tmp_path):
+    image_dir, json_path, dataset = small_coco(tmp_path, [{"image_id": 1, "category_id": 1, "bbox": [8, 6, 16, 12]}])
+    dataset["images"][0].update(width=100, height=100)
+    with open(json_path, "w") as f:
+        json.dump(dataset, f)
+    paths, report = create_coco_tfrecord(image_dir, json_path, str(tmp_path / "r"))
+    assert report.counts["image_size_mismatch"] == 1 and "real 64x48" in report.summary()
+    record = read_records(paths)["1"]
+    assert (record["width"], record["height"]) == (64, 48)
+    np.testing.assert_allclose(record["boxes"], [[6 / 48, 8 / 64, 18 / 48, 24 / 64]], atol=1e-6)
+
+
 def test_unknown_category_is_skipped_and_counted(tmp_path):
     anns = [{"image_id": 1, "category_id": 99, "bbox": [1, 1, 5, 5]},
             {"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}]
@@ -355,15 +367,18 @@ def test_inspect_reports_bad_records_and_renders(shapes, tmp_path):
                                                   [], [], [], [], []).SerializeToString())
         writer.write(example_writer.build_example(good["encoded"], good["width"], good["height"], 3, "b.jpg",
                                                   [[5, 5, -2, 4]], [9], ["?"], [1.0], [0]).SerializeToString())
+        writer.write(example_writer.build_example(good["encoded"], good["width"], good["height"], 4, "c.jpg",
+                                                  [[1, 1, 5, 5]], [1], ["circle"], [1.0, 2.0], [0]).SerializeToString())
     with open(jsons["val"]) as f:
         dataset = json.load(f)
     label_map = {c["id"]: c["name"] for c in dataset["categories"]}
     render_dir = str(tmp_path / "render")
     result = inspect_tfrecord.inspect_records(paths + [bad], label_map, render=4, output_dir=render_dir)
-    assert result.num_records == 3 + 3
-    assert [(f, i) for f, i, _ in result.invalid] == [(bad, 1), (bad, 2)]
+    assert result.num_records == 3 + 4
+    assert [(f, i) for f, i, _ in result.invalid] == [(bad, 1), (bad, 2), (bad, 3)]
     assert "undecodable image" in result.invalid[0][2]
     assert "has no area" in result.invalid[1][2] and "label 9 out of range" in result.invalid[1][2]
+    assert "lists of different lengths [1, 2]" in result.invalid[2][2]
     expected = collections.Counter(a["category_id"] for a in dataset["annotations"])
     expected.update([2, 9])  # the boxes of the two extra records whose pictures decode
     assert result.boxes_per_class == expected

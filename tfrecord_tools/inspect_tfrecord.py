@@ -107,9 +107,10 @@ def check_record(serialized, label_map=None, num_classes=0):
     coords = [_values(fmap, "image/object/bbox/" + k, "float_list") for k in _BOX_KEYS]
     labels = _values(fmap, "image/object/class/label", "int64_list")
     texts = [t.decode("utf-8", "replace") for t in _values(fmap, "image/object/class/text", "bytes_list")]
-    lengths = {len(c) for c in coords} | {len(labels)}
-    if texts and len(texts) != len(labels):
-        lengths.add(len(texts))
+    optional = [texts, _values(fmap, "image/object/area", "float_list"),
+                _values(fmap, "image/object/is_crowd", "int64_list")]
+    # Optional per-box lists may be absent, but when present they must have one value per box.
+    lengths = {len(c) for c in coords} | {len(labels)} | {len(v) for v in optional if v}
     if len(lengths) != 1:
         problems.append("box/label lists of different lengths %s" % sorted(lengths))
         return None, problems
