@@ -71,7 +71,7 @@ def read_checkpoint(prefix):
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
         return {name: reader.get_tensor(name) for name in shapes}
-    except (tf.errors.OpError, ValueError) as e:
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:  # IndexError: truncated data file
         first = str(getattr(e, "message", e)).strip().splitlines()[0]
         raise CheckpointError("cannot read checkpoint %s: %s" % (prefix, first)) from None
 
