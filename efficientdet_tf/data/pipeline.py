@@ -1,0 +1,279 @@
+"""The training / evaluation input pipeline: TFRecords or TFDS -> batched images and targets.
+
+Output of the dataset: (images, labels). images: float32 [B, S, S, 3], normalised, zero-padded in
+normalised space. labels: 'cls_targets_<l>' int32 [B, H, W, A], 'box_targets_<l>' float32
+[B, H, W, A*4], 'num_positives' float32 [B], 'image_scale' float32 [B] (1 / resize scale: boxes in
+the network frame times image_scale are original-picture pixels), 'source_id' string [B],
+'image_id' int64 [B] (source_id as a number, or a hash of it when it is not numeric),
+'image_height'/'image_width' int32 [B] (original picture), 'groundtruth_boxes' float32 [B, K, 4],
+'groundtruth_classes' int32 [B, K] (1-based, 0 = padding), 'groundtruth_is_crowd' int32 [B, K],
+'groundtruth_area' float32 [B, K], 'num_groundtruth' int32 [B], with K = max_instances_per_image.
+Ground-truth boxes are original-picture pixels for evaluation, network-frame pixels (after
+augmentation) for training.
+"""
+
+import sys
+
+from absl import logging
+import tensorflow as tf
+
+from efficientdet_tf import target_assigner
+from efficientdet_tf.data import augment, autoaugment, decoder, preprocess, tfds_source
+
+_OK, _END, _BROKEN_FILE, _BAD_RECORD = 0, 1, 2, 3
+
+
+class InputPipeline:
+    """Builds the tf.data pipeline; call it with an optional tf.distribute.InputContext.
+
+    Usage: `dataset = InputPipeline("train-*.tfrecord", config, is_training=True)(input_context)`
+    or `strategy.distribute_datasets_from_function(pipeline)`.
+
+    Corrupt data: a TFRecord file that cannot be read to its end (truncated, corrupt or compressed)
+    or a record that cannot be parsed/decoded stops iteration with tf.errors.InvalidArgumentError
+    naming the file, the record index and byte offset. With config.data.skip_corrupt the record
+    (or the unreadable rest of the file) is skipped instead, logged once, and listed in `skipped`.
+    """
+
+    def __init__(self, file_pattern, config, is_training, tfds_name=None, tfds_split=None,
+                 batch_size=None, num_parallel_calls=None):
+        """Args:
+          file_pattern: TFRecord glob(s), comma-separated; None takes the config's training/validation
+            pattern, unless a TFDS name is given (here or in config.data.tfds_name).
+          config: efficientdet_tf Config.
+          is_training: augment, shuffle, repeat, drop the last partial batch; else deterministic,
+            one pass, original-pixel ground truth.
+          tfds_name, tfds_split: TFDS source instead of files (split defaults to 'train' for
+            training, 'validation' otherwise).
+          batch_size: global batch size (default config.train.batch_size).
+          num_parallel_calls: parallelism of reading/decoding/augmenting (default AUTOTUNE).
+        """
+        data = config.data
+        self.config = config
+        self.is_training = is_training
+        self.tfds_name = tfds_name or (None if file_pattern else data.tfds_name) or None
+        if file_pattern is None and not self.tfds_name:
+            file_pattern = data.training_file_pattern if is_training else data.validation_file_pattern
+        if not self.tfds_name and not file_pattern:
+            raise ValueError("InputPipeline needs a file pattern or a TFDS name")
+        self.file_pattern = file_pattern
+        self.tfds_split = tfds_split or ("train" if is_training else "validation")
+        self.batch_size = batch_size or config.train.batch_size
+        self.parallel = num_parallel_calls or tf.data.AUTOTUNE
+        self.deterministic = bool(data.deterministic) or not is_training
+        self.seed = int(data.seed) if data.deterministic else None
+        self.skip_corrupt = bool(data.skip_corrupt)
+        self.skipped = []  # (file, record index, byte offset, reason), each at most once
+        self._assigner = target_assigner.TargetAssigner(config)
+
+    # ---- sources -------------------------------------------------------------------------------
+
+    def list_files(self):
+        """Sorted files matching the comma-separated patterns, with their sizes in bytes."""
+        files = []
+        for pattern in self.file_pattern.split(","):
+            matched = tf.io.gfile.glob(pattern.strip())
+            if not matched:
+                raise ValueError("no file matches the input pattern %r" % pattern.strip())
+            files.extend(matched)
+        files = sorted(set(files))
+        return files, [tf.io.gfile.stat(f).length for f in files]
+
+    def _read_file(self, filename, size):
+        """Records of one file with index and byte offset, plus a final status element.
+
+        The reader stops quietly at the first unreadable byte; the final element compares the
+        bytes consumed with the file size so a truncated or corrupt file is still reported.
+        """
+        records = tf.data.TFRecordDataset(filename, buffer_size=8 << 20).ignore_errors(log_warning=True).enumerate()
+        tail = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
+
+        def step(state, element):
+            consumed, count = state
+            index, record = element
+            is_tail = index < 0
+            status = tf.where(is_tail, tf.where(consumed == size, _END, _BROKEN_FILE), _OK)
+            out = {"file": filename, "index": count, "offset": consumed, "record": record,
+                   "status": status}
+            # Framing per record: 8-byte length, 4-byte CRC, payload, 4-byte CRC.
+            consumed += tf.cast(tf.strings.length(record), tf.int64) + 16
+            return (consumed, count + 1), out
+
+        zero = tf.constant(0, tf.int64)
+        return records.concatenate(tail).scan((zero, zero), step)
+
+    def _file_records(self, input_context):
+        files, sizes = self.list_files()
+        dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
+        shard_records = False
+        if input_context and input_context.num_input_pipelines > 1:
+            if len(files) >= input_context.num_input_pipelines:
+                dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            else:
+                shard_records = True
+        if self.is_training:
+            dataset = dataset.shuffle(len(files), seed=self.seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.interleave(self._read_file, cycle_length=min(len(files), 32), block_length=1,
+                                     num_parallel_calls=self.parallel, deterministic=self.deterministic)
+        dataset = dataset.filter(self._keep)
+        if shard_records:
+            dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        return dataset
+
+    def _tfds_records(self, input_context):
+        dataset = tfds_source.load(self.tfds_name, self.tfds_split, self.config.data.tfds_data_dir,
+                                   shuffle_files=self.is_training, input_context=input_context,
+                                   seed=self.seed)
+        name = "tfds:%s[%s]" % (self.tfds_name, self.tfds_split)
+        dataset = dataset.enumerate().map(lambda index, example: dict(
+            example, file=name, index=index, offset=tf.constant(-1, tf.int64), status=_OK))
+        return dataset.repeat() if self.is_training else dataset
+
+    # ---- corrupt data --------------------------------------------------------------------------
+
+    def _keep(self, element):
+        """Filter predicate: True for good records; reports (raises or logs) broken ones."""
+        status = element["status"]
+        broken = (status == _BROKEN_FILE) | (status == _BAD_RECORD)
+        message = tf.strings.join([
+            tf.where(status == _BROKEN_FILE,
+                     "TFRecord file is truncated, corrupt or compressed; unreadable from record #",
+                     "cannot parse the tf.Example or decode its image bytes; record #"),
+            tf.strings.as_string(element["index"]), " at byte offset ",
+            tf.strings.as_string(element["offset"]), " of file ", element["file"]])
+        if not self.skip_corrupt:
+            check = tf.debugging.Assert(~broken, [message, "(set data.skip_corrupt=true to skip it;"
+                                                  " TensorFlow's own error is logged above)"])
+            with tf.control_dependencies([check]):
+                return tf.identity(status == _OK)
+
+        def report():
+            tf.py_function(self._record_skip, [element["file"], element["index"], element["offset"],
+                                               message], [])
+            return tf.constant(False)
+
+        return tf.cond(broken, report, lambda: status == _OK)
+
+    def _record_skip(self, file, index, offset, message):
+        entry = (file.numpy().decode(), int(index), int(offset), message.numpy().decode())
+        if entry not in self.skipped:  # training repeats files; count each bad record once
+            self.skipped.append(entry)
+            logging.warning("skip_corrupt: skipping %s", entry[3])
+
+    def _safe_decode(self, element):
+        """Decodes one record; a failure yields a _BAD_RECORD element instead of an exception."""
+        meta = {k: element[k] for k in ("file", "index", "offset", "seed")}
+
+        def decode(record):
+            return dict(decoder.decode_example(record), status=tf.constant(_OK), **meta)
+
+        failed = {"image": tf.zeros([0, 0, 3], tf.uint8), "source_id": tf.constant(""),
+                  "boxes": tf.zeros([0, 4]), "classes": tf.zeros([0], tf.int32),
+                  "is_crowd": tf.zeros([0], tf.int32), "area": tf.zeros([0]),
+                  "height": tf.constant(0), "width": tf.constant(0), "status": tf.constant(_BAD_RECORD)}
+        good = tf.data.Dataset.from_tensors(element["record"]).map(decode).ignore_errors(log_warning=True)
+        return good.concatenate(tf.data.Dataset.from_tensors(dict(failed, **meta))).take(1)
+
+    # ---- per-picture transforms ----------------------------------------------------------------
+
+    def _train_transform(self, element):
+        data = self.config.data
+        aug_seed, flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(element["seed"], 3))
+        image, boxes = element["image"], element["boxes"]
+        if data.autoaugment_policy == "v0":
+            image, boxes = autoaugment.distort_with_autoaugment(image, boxes, aug_seed)
+        elif data.autoaugment_policy == "randaug":
+            image, boxes = autoaugment.distort_with_randaugment(image, boxes, aug_seed)
+        elif data.autoaugment_policy:
+            raise ValueError("data.autoaugment_policy must be '', 'v0' or 'randaug', got %r"
+                             % data.autoaugment_policy)
+        if data.input_rand_hflip:
+            image, boxes = augment.random_horizontal_flip(image, boxes, flip_seed)
+        image = preprocess.normalize_image(image, self.config)
+        image, boxes, image_scale = augment.random_scale_crop(
+            image, boxes, self.config.image_size, data.jitter_min, data.jitter_max, crop_seed)
+        boxes, classes, is_crowd, area = augment.filter_boxes(
+            boxes, element["classes"], element["is_crowd"], element["area"])
+        return self._outputs(element, image, image_scale, boxes, boxes, classes, is_crowd, area)
+
+    def _eval_transform(self, element):
+        image = preprocess.normalize_image(element["image"], self.config)
+        image, image_scale = preprocess.resize_and_pad(image, self.config.image_size)
+        boxes = element["boxes"]
+        return self._outputs(element, image, image_scale, boxes / image_scale, boxes,
+                             element["classes"], element["is_crowd"], element["area"])
+
+    def _outputs(self, element, image, image_scale, net_boxes, gt_boxes, classes, is_crowd, area):
+        """Targets from network-frame boxes; ground truth padded to max_instances_per_image."""
+        labels = self._assigner.assign(net_boxes, classes, is_crowd)
+        limit = self.config.data.max_instances_per_image
+        num = tf.shape(classes)[0]
+        warn = tf.cond(num > limit, lambda: _print_truncation(element["source_id"], num, limit),
+                       lambda: tf.constant(False))
+        with tf.control_dependencies([warn]):
+            num = tf.minimum(num, limit)
+        source_id = element["source_id"]
+        labels.update({
+            "image_scale": tf.cast(image_scale, tf.float32),
+            "source_id": source_id,
+            "image_id": tf.cond(tf.strings.regex_full_match(source_id, "[0-9]{1,18}"),
+                                lambda: tf.strings.to_number(source_id, tf.int64),
+                                lambda: tf.strings.to_hash_bucket_fast(source_id, 2 ** 62)),
+            "image_height": element["height"],
+            "image_width": element["width"],
+            "groundtruth_boxes": _pad(gt_boxes, limit),
+            "groundtruth_classes": _pad(classes, limit),
+            "groundtruth_is_crowd": _pad(is_crowd, limit),
+            "groundtruth_area": _pad(area, limit),
+            "num_groundtruth": num,
+        })
+        size = self.config.image_size
+        return tf.ensure_shape(image, [size, size, 3]), labels
+
+    # ---- assembly ------------------------------------------------------------------------------
+
+    def __call__(self, input_context=None):
+        """Builds the dataset (per-replica batches when an input context is given)."""
+        batch_size = self.batch_size
+        if input_context:
+            batch_size = input_context.get_per_replica_batch_size(batch_size)
+        if self.tfds_name:
+            dataset = self._tfds_records(input_context)
+        else:
+            dataset = self._file_records(input_context)
+        if self.is_training:
+            dataset = dataset.shuffle(self.config.data.shuffle_buffer, seed=self.seed)
+        # One stateless seed pair per picture makes augmentation reproducible in deterministic mode.
+        seeds = tf.data.Dataset.random(seed=self.seed).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda element, seed: dict(element, seed=seed))
+        if not self.tfds_name:
+            dataset = dataset.interleave(self._safe_decode, cycle_length=self.parallel, block_length=1,
+                                         num_parallel_calls=self.parallel, deterministic=self.deterministic)
+            dataset = dataset.filter(self._keep)
+        transform = self._train_transform if self.is_training else self._eval_transform
+        dataset = dataset.map(transform, num_parallel_calls=self.parallel, deterministic=self.deterministic)
+        dataset = dataset.batch(batch_size, drop_remainder=self.is_training)
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = self.deterministic
+        if input_context:
+            # Sharding already happened above; stop tf.distribute from sharding again.
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+
+def _pad(tensor, limit):
+    """First `limit` rows of tensor, zero-padded to exactly `limit` rows."""
+    tensor = tensor[:limit]
+    padding = [[0, limit - tf.shape(tensor)[0]]] + [[0, 0]] * (len(tensor.shape) - 1)
+    padded = tf.pad(tensor, padding)
+    return tf.ensure_shape(padded, [limit] + tensor.shape.as_list()[1:])
+
+
+def _print_truncation(source_id, num, limit):
+    """Logs that ground truth beyond max_instances_per_image is dropped from the padded copy."""
+    printed = tf.print("WARNING: picture", source_id, "has", num, "objects; the padded ground truth keeps",
+                       limit, "(raise data.max_instances_per_image); targets use all of them",
+                       output_stream=sys.stderr)
+    with tf.control_dependencies([printed]):
+        return tf.constant(True)
