@@ -12,6 +12,7 @@ _LAZY = {
     "build_model": "efficientdet_tf.model.efficientdet",
     "load_official_checkpoint": "efficientdet_tf.checkpoints.official",
     "CheckpointError": "efficientdet_tf.checkpoints.official",
+    "Detector": "efficientdet_tf.inference",
 }
 
 __version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""Inference: the reference preprocessing, the detection graph, and `Detector` for numpy pictures."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from efficientdet_tf.postprocess import OUTPUT_KEYS, postprocess
+
+
+def normalize(images, config):
+    """Casts to float32 and normalises as the model was trained (imagenet mean/std or lite 127/128)."""
+    images = tf.cast(images, tf.float32)
+    if config.input_norm == "lite":
+        return (images - 127.0) / 128.0
+    return (images - tf.constant(config.mean_rgb, tf.float32)) / tf.constant(config.stddev_rgb, tf.float32)
+
+
+def preprocess_images(images, config):
+    """The reference inference preprocessing for a batch of pictures that share one size.
+
+    Normalise first, then scale = min(S/h, S/w), bilinear resize (no antialias) to
+    (floor(h*scale), floor(w*scale)), pad bottom/right with zeros to S x S (S = config.image_size).
+
+    Args:
+      images: uint8 (or float in 0..255) [B, H, W, 3], H and W >= 1.
+      config: the model's Config.
+
+    Returns:
+      (inputs float32 [B, S, S, 3], image_scales float32 [B] = 1/scale, original pixels per input pixel).
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            shape[1:3], message="image height and width must be at least 1 pixel")]):
+        x = normalize(images, config)
+    size = config.image_size
+    height = tf.cast(shape[1], tf.float32)
+    width = tf.cast(shape[2], tf.float32)
+    scale = tf.minimum(size / height, size / width)
+    # floor as the reference; at least 1 pixel so extreme aspect ratios still give a picture.
+    new_size = tf.maximum(tf.cast(tf.floor(tf.stack([height, width]) * scale), tf.int32), 1)
+    x = tf.image.resize(x, new_size, method="bilinear", antialias=False)
+    x = tf.image.pad_to_bounding_box(x, 0, 0, size, size)
+    return x, tf.fill([shape[0]], 1.0 / scale)
+
+
+def detect_normalised(network, config, inputs, image_scales):
+    """Runs the network on preprocessed inputs and post-processes (see `postprocess.postprocess`)."""
+    class_outputs, box_outputs = network(inputs, training=False)
+    return postprocess(list(class_outputs), list(box_outputs), config, image_scales)
+
+
+def detect_images(network, config, images):
+    """uint8 [B, H, W, 3] pictures of one size -> detection dict in original-picture pixels."""
+    inputs, image_scales = preprocess_images(images, config)
+    return detect_normalised(network, config, inputs, image_scales)
+
+
+def load_weights(model, checkpoint):
+    """Loads weights into a built EfficientDet from any checkpoint the project knows.
+
+    - `*.keras` / `*.weights.h5`: Keras files saved by this project (`model.save`, `save_weights`).
+    - a TF object-based checkpoint (prefix, directory or .index) written with
+      `tf.train.Checkpoint(model=model)`.
+    - an official TF1 name-based checkpoint (EMA weights), via `load_official_checkpoint`.
+    """
+    from efficientdet_tf.checkpoints.official import load_official_checkpoint, resolve_checkpoint
+
+    path = os.fspath(checkpoint)
+    if path.endswith((".keras", ".h5")):
+        model.load_weights(path)
+        return
+    prefix = resolve_checkpoint(path)
+    if any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(prefix)):
+        tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
+    else:
+        load_official_checkpoint(model, prefix, use_ema=True)
+
+
+def build_detection_model(model_or_name, checkpoint=None, **overrides):
+    """Returns (keras model, Config used for post-processing).
+
+    `model_or_name`: a built EfficientDet, a `.keras` file, a model name, a yaml path or a Config.
+    With a built or saved model only `nms` overrides are allowed (the network is fixed).
+    """
+    from efficientdet_tf.model.efficientdet import build_model
+
+    if isinstance(model_or_name, (str, os.PathLike)) and os.fspath(model_or_name).endswith(".keras"):
+        model_or_name = keras.saving.load_model(os.fspath(model_or_name), compile=False)
+    if isinstance(model_or_name, keras.Model):
+        model = model_or_name
+        extra = [key for key in overrides if key != "nms" and not key.startswith("nms.")]
+        if extra:
+            raise ValueError("a built model takes only nms overrides, got %s" % sorted(extra))
+        config = model.config.replace(overrides) if overrides else model.config
+    else:
+        model = build_model(model_or_name, **overrides)
+        config = model.config
+    if checkpoint:
+        load_weights(model, checkpoint)
+    return model, config
+
+
+class Detector:
+    """EfficientDet detector on numpy pictures, with the reference preprocessing and NMS.
+
+    Example:
+      det = Detector("efficientdet-d0", "/path/to/efficientdet-d0", nms={"mode": "per_class"})
+      out = det(image_uint8)  # [H, W, 3] -> dict of [100, 4], [100], [100], scalar
+
+    A call takes one uint8 RGB picture [H, W, 3] or a batch [B, H, W, 3]; a batch is one array, so
+    all its pictures share one size (call once per picture for mixed sizes). Returns numpy arrays:
+    detection_boxes [B, M, 4] ([ymin, xmin, ymax, xmax] in original pixels), detection_scores [B, M],
+    detection_classes int32 [B, M] (1-based ids, 0 = padding), num_detections int32 [B]; without the
+    batch axis for a single picture.
+    """
+
+    def __init__(self, model_or_name="efficientdet-d0", checkpoint=None, **overrides):
+        """See `build_detection_model` for the arguments; overrides are hparams (e.g. nms=...)."""
+        self.model, self.config = build_detection_model(model_or_name, checkpoint, **overrides)
+        self._detect = tf.function(
+            lambda images: detect_images(self.model, self.config, images),
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+
+    def __call__(self, images):
+        """Detects objects in one picture [H, W, 3] or a same-size batch [B, H, W, 3] (uint8 RGB)."""
+        images = np.asarray(images)
+        single = images.ndim == 3
+        if images.ndim not in (3, 4) or images.shape[-1] != 3:
+            raise ValueError("expected uint8 RGB [H, W, 3] or [B, H, W, 3], got shape %s" % (images.shape,))
+        if images.dtype != np.uint8:
+            raise TypeError("expected uint8 pixels, got %s (convert with np.clip(x, 0, 255).astype(np.uint8))"
+                            % images.dtype)
+        if min(images.shape[-3:-1]) < 1:
+            raise ValueError("empty picture of shape %s" % (images.shape,))
+        outputs = self._detect(tf.constant(images[None] if single else images))
+        return {key: outputs[key].numpy()[0] if single else outputs[key].numpy() for key in OUTPUT_KEYS}
