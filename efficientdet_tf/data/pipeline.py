@@ -85,7 +85,8 @@ class InputPipeline:
         The reader stops quietly at the first unreadable byte; the final element compares the
         bytes consumed with the file size so a truncated or corrupt file is still reported.
         """
-        records = tf.data.TFRecordDataset(filename, buffer_size=8 << 20).ignore_errors(log_warning=True).enumerate()
+        records = tf.data.TFRecordDataset(filename, buffer_size=8 << 20)
+        records = records.ignore_errors(log_warning=True).enumerate()
         tail = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
 
         def step(state, element):
