@@ -53,9 +53,10 @@ class WeightedFusion(keras.layers.Layer):
             for w in weights[1:]:
                 total = total + w
             total = total + self.epsilon
-            out = inputs[0] * weights[0] / total
+            # Normalise the (scalar or per-channel) weights first: one multiply per full-size map.
+            out = inputs[0] * (weights[0] / total)
             for x, w in zip(inputs[1:], weights[1:]):
-                out = out + x * w / total
+                out = out + x * (w / total)
             return out
         normalised = ops.softmax(ops.stack(weights, axis=0), axis=0)
         out = inputs[0] * normalised[0]
