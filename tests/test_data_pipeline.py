@@ -155,3 +155,13 @@ def test_undecodable_image(tmp_path):
 def test_missing_files_name_the_pattern(tmp_path):
     with pytest.raises(ValueError, match="nothing-here"):
         InputPipeline(str(tmp_path / "nothing-here*"), _config(), is_training=False)()
+
+
+def test_zero_based_labels_are_reported(tmp_path):
+    examples, _ = _pictures(2, seed=3)
+    zero_based = make_example(np.zeros((20, 20, 3), np.uint8), [[1, 1, 5, 5]], [0], source_id="5")
+    path = write_records(str(tmp_path / "labels.tfrecord"), [examples[0], zero_based])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"1\.\.90 .*record #1 at byte offset"):
+        list(InputPipeline(path, _config(), is_training=False, batch_size=1)())
+    pipeline = InputPipeline(path, _config(",data.skip_corrupt=true"), is_training=False, batch_size=1)
+    assert len(list(pipeline())) == 1 and len(pipeline.skipped) == 1

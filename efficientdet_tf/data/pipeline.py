@@ -20,7 +20,7 @@ import tensorflow as tf
 from efficientdet_tf import target_assigner
 from efficientdet_tf.data import augment, autoaugment, decoder, preprocess, tfds_source
 
-_OK, _END, _BROKEN_FILE, _BAD_RECORD = 0, 1, 2, 3
+_OK, _END, _BROKEN_FILE, _BAD_RECORD, _BAD_LABEL = 0, 1, 2, 3, 4
 
 
 class InputPipeline:
@@ -29,9 +29,9 @@ class InputPipeline:
     Usage: `dataset = InputPipeline("train-*.tfrecord", config, is_training=True)(input_context)`
     or `strategy.distribute_datasets_from_function(pipeline)`.
 
-    Corrupt data: a TFRecord file that cannot be read to its end (truncated, corrupt or compressed)
-    or a record that cannot be parsed/decoded stops iteration with tf.errors.InvalidArgumentError
-    naming the file, the record index and byte offset. With config.data.skip_corrupt the record
+    Corrupt data: a TFRecord file that cannot be read to its end (truncated, corrupt or compressed),
+    a record that cannot be parsed/decoded, or one with label ids outside 1..num_classes stops
+    iteration with tf.errors.InvalidArgumentError naming the file, the record index and byte offset. With config.data.skip_corrupt the record
     (or the unreadable rest of the file) is skipped instead, logged once, and listed in `skipped`.
     """
 
@@ -135,11 +135,14 @@ class InputPipeline:
     def _keep(self, element):
         """Filter predicate: True for good records; reports (raises or logs) broken ones."""
         status = element["status"]
-        broken = (status == _BROKEN_FILE) | (status == _BAD_RECORD)
+        broken = (status != _OK) & (status != _END)
+        reasons = tf.constant([
+            "", "", "TFRecord file is truncated, corrupt or compressed; unreadable from record #",
+            "cannot parse the tf.Example or decode its image bytes; record #",
+            "label ids must lie in 1..%d (ids are 1-based; num_classes counts them); record #"
+            % self.config.num_classes])
         message = tf.strings.join([
-            tf.where(status == _BROKEN_FILE,
-                     "TFRecord file is truncated, corrupt or compressed; unreadable from record #",
-                     "cannot parse the tf.Example or decode its image bytes; record #"),
+            tf.gather(reasons, status),
             tf.strings.as_string(element["index"]), " at byte offset ",
             tf.strings.as_string(element["offset"]), " of file ", element["file"]])
         if not self.skip_corrupt:
@@ -175,11 +178,18 @@ class InputPipeline:
         good = tf.data.Dataset.from_tensors(element["record"]).map(decode).ignore_errors(log_warning=True)
         return good.concatenate(tf.data.Dataset.from_tensors(dict(failed, **meta))).take(1)
 
+    def _check_labels(self, element):
+        """Marks a decoded record whose ids fall outside 1..num_classes (e.g. 0-based data)."""
+        classes = element["classes"]
+        bad = tf.reduce_any((classes < 1) | (classes > self.config.num_classes))
+        return dict(element, status=tf.where(bad, _BAD_LABEL, element["status"]))
+
     # ---- per-picture transforms ----------------------------------------------------------------
 
     def _train_transform(self, element):
         data = self.config.data
-        aug_seed, flip_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(element["seed"], 3))
+        seeds = tf.random.experimental.stateless_split(element["seed"], 3)
+        aug_seed, flip_seed, crop_seed = tf.unstack(seeds)
         image, boxes = element["image"], element["boxes"]
         if data.autoaugment_policy == "v0":
             image, boxes = autoaugment.distort_with_autoaugment(image, boxes, aug_seed)
@@ -250,7 +260,7 @@ class InputPipeline:
         if not self.tfds_name:
             dataset = dataset.interleave(self._safe_decode, cycle_length=self.parallel, block_length=1,
                                          num_parallel_calls=self.parallel, deterministic=self.deterministic)
-            dataset = dataset.filter(self._keep)
+        dataset = dataset.map(self._check_labels).filter(self._keep)
         transform = self._train_transform if self.is_training else self._eval_transform
         dataset = dataset.map(transform, num_parallel_calls=self.parallel, deterministic=self.deterministic)
         dataset = dataset.batch(batch_size, drop_remainder=self.is_training)
