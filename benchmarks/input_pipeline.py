@@ -2,7 +2,9 @@
 
 Writes synthetic 640x480 JPEG pictures with a few boxes each to a temporary folder, then times the
 training pipeline (decode, flip, scale jitter + crop, anchor targets, batching) with 1 and 2
-parallel calls. Prints one JSON line. Usage: python benchmarks/input_pipeline.py [--help]
+parallel calls, and beside it the rate of one D0 training step (forward + backward + SGD update) at
+the same batch size on batches already in memory: the pipeline must outpace the step.
+Prints one JSON line. Usage: python benchmarks/input_pipeline.py [--help]
 """
 
 import argparse
@@ -50,6 +52,37 @@ def measure(pattern, config, parallel, batch_size, batches, warmup):
     return batches * batch_size / (time.perf_counter() - start)
 
 
+def train_step_rate(pattern, config, batch_size, steps, warmup):
+    """Pictures per second of a D0 training step (loss, gradients, momentum SGD) on cached batches."""
+    import keras
+
+    from efficientdet_tf.losses import detection_loss, l2_loss
+    from efficientdet_tf.model.efficientdet import build_model
+    model = build_model(config)
+    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    dataset = InputPipeline(pattern, config, is_training=True, batch_size=batch_size)()
+    batches = list(dataset.take(2).cache())
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            class_outputs, box_outputs = model(images, training=True)
+            loss = detection_loss(class_outputs, box_outputs, labels, config)["det_loss"]
+            loss += l2_loss(model.trainable_variables, config.weight_decay)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    times = []
+    for i in range(warmup + steps):
+        images, labels = batches[i % len(batches)]
+        start = time.perf_counter()
+        step(images, labels).numpy()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return batch_size / float(np.median(times))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientdet-d0")
@@ -60,6 +93,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--parallel", default="1,2", help="comma-separated num_parallel_calls values")
     parser.add_argument("--autoaugment_policy", default="", help="'', v0 or randaug")
+    parser.add_argument("--train_steps", type=int, default=5, help="timed training steps (0 skips)")
     args = parser.parse_args()
 
     config = get_config(args.model, {"data.autoaugment_policy": args.autoaugment_policy,
@@ -73,6 +107,11 @@ def main():
         for parallel in [int(p) for p in args.parallel.split(",")]:
             rate = measure(pattern, config, parallel, args.batch_size, args.batches, args.warmup)
             results["pictures_per_s"]["num_parallel_calls=%d" % parallel] = round(rate, 1)
+        if args.train_steps:
+            rate = train_step_rate(pattern, config, args.batch_size, args.train_steps, warmup=2)
+            results["train_step_pictures_per_s"] = round(rate, 1)
+            results["pipeline_over_train_step"] = round(
+                min(results["pictures_per_s"].values()) / rate, 1)
     print(json.dumps(results))
 
 
