@@ -29,6 +29,8 @@ setup(
     entry_points={
         "console_scripts": [
             "efficientdet-summary=efficientdet_tf.cli.summary:run",
+            "efficientdet-export=efficientdet_tf.cli.export:run",
+            "efficientdet-infer=efficientdet_tf.cli.infer:run",
             "create_coco_tfrecord=tfrecord_tools.create_coco_tfrecord:run",
             "create_voc_tfrecord=tfrecord_tools.create_voc_tfrecord:run",
             "create_yolo_tfrecord=tfrecord_tools.create_yolo_tfrecord:run",

@@ -1,0 +1,55 @@
+"""efficientdet-export: SavedModel for TF Serving (four signatures) and optional TFLite files."""
+
+import os
+
+from absl import flags
+
+from efficientdet_tf.cli import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_name", "efficientdet-d0", "Model name, e.g. efficientdet-d0 or efficientdet-lite0.")
+flags.DEFINE_string("checkpoint", "", "Official checkpoint (dir or prefix), .keras / .weights.h5, or a "
+                    "tf.train.Checkpoint(model=...) prefix. Empty: random weights.")
+flags.DEFINE_string("hparams", "", "Overrides 'a=1,nms.mode=per_class' or a yaml file.")
+flags.DEFINE_string("export_dir", None, "Model base folder; the SavedModel goes to <export_dir>/<version>/.")
+flags.DEFINE_integer("version", 1, "Version sub-folder (TF Serving serves the highest).")
+flags.DEFINE_list("tflite", [], "TFLite files to write: any of fp32,fp16,int8.")
+flags.DEFINE_string("calibration_file_pattern", "", "TFRecords (image/encoded) to calibrate int8 on.")
+flags.DEFINE_integer("num_calibration_images", 100, "Pictures read for int8 calibration.")
+flags.DEFINE_bool("fold_batch_norms", True, "Fold batch norms into the convolutions.")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the network inside the SavedModel.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise common.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    if not FLAGS.export_dir:
+        raise common.UsageError("--export_dir is required")
+    from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
+    from efficientdet_tf.export.tflite import QUANTIZATIONS, export_tflite
+    bad = [q for q in FLAGS.tflite if q not in QUANTIZATIONS]
+    if bad:
+        raise common.UsageError("--tflite takes %s, got %s" % (",".join(QUANTIZATIONS), ",".join(bad)))
+    if "int8" in FLAGS.tflite and not FLAGS.calibration_file_pattern:
+        raise common.UsageError("--tflite=int8 needs --calibration_file_pattern")
+    from efficientdet_tf.config import get_config
+    from efficientdet_tf.inference import build_detection_model
+    config = get_config(FLAGS.model_name, FLAGS.hparams or None)
+    model, config = build_detection_model(config, FLAGS.checkpoint or None)
+    network = fold_and_check(model, config) if FLAGS.fold_batch_norms else model
+    path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)
+    print("SavedModel: %s" % path)
+    for quantization in FLAGS.tflite:
+        # Beside the version folders: TF Serving only looks at numeric sub-folders.
+        target = os.path.join(FLAGS.export_dir, "%s_%s.tflite" % (config.name, quantization))
+        export_tflite(network, config, target, quantization, calibration_file_pattern=FLAGS.calibration_file_pattern,
+                      num_calibration_images=FLAGS.num_calibration_images)
+        print("TFLite %s: %s" % (quantization, target))
+
+
+def run():
+    common.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,121 @@
+"""SavedModel export for TF Serving: uint8 images, encoded bytes, tf.Example and raw-output signatures."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from efficientdet_tf.export.fold import fold_batch_norms, folding_error
+from efficientdet_tf.inference import preprocess_images
+from efficientdet_tf.postprocess import postprocess
+
+FOLD_TOLERANCE = 1e-4
+
+
+def check_picture(size):
+    """A deterministic natural-looking uint8 picture [size, size, 3]: gradients and flat rectangles."""
+    y, x = np.mgrid[0:size, 0:size] / float(size)
+    picture = np.stack([255 * x, 255 * y, 128 + 100 * np.sin(6 * x * y)], axis=-1)
+    picture[size // 4: size // 2, size // 5: size // 2] = (220, 40, 40)
+    picture[size // 2: 7 * size // 8, size // 2: 9 * size // 10] = (30, 160, 60)
+    return picture.astype(np.uint8)
+
+
+def fold_and_check(model, config):
+    """`fold_batch_norms(model)`, verified within FOLD_TOLERANCE (relative above 1) on `check_picture`."""
+    folded = fold_batch_norms(model)
+    inputs, _ = preprocess_images(check_picture(config.image_size)[None], config)
+    error = folding_error(model, folded, inputs)
+    if error > FOLD_TOLERANCE:
+        raise RuntimeError("batch-norm folding changed the outputs by %.3g (> %g)" % (error, FOLD_TOLERANCE))
+    return folded
+
+
+def decode_image_bytes(image_bytes):
+    """Decodes one JPEG/PNG/GIF/BMP string to uint8 RGB [h, w, 3] (grayscale and RGBA converted).
+
+    Empty strings and non-image bytes raise InvalidArgumentError with a message that says so.
+    """
+    with tf.control_dependencies([tf.debugging.assert_greater(
+            tf.strings.length(image_bytes), 0, message="image_bytes: empty string, expected JPEG or PNG")]):
+        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+class ServingModule(tf.Module):
+    """Holds the (folded) network and the four serving functions of the TF Serving contract."""
+
+    def __init__(self, network, config, jit_compile=False):
+        """`jit_compile` XLA-compiles the network part (NMS stays outside XLA)."""
+        super().__init__()
+        self.network = network
+        self._config = config
+        size = config.image_size
+        self._run = tf.function(lambda x: network(x, training=False), jit_compile=jit_compile)
+
+        def images_fn(images):
+            inputs, scales = preprocess_images(images, config)
+            return self._detect(inputs, scales)
+
+        def image_bytes_fn(image_bytes):
+            return self._detect(*self._decode_batch(image_bytes))
+
+        def tf_example_fn(serialized_example):
+            features = tf.io.parse_example(
+                serialized_example, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})
+            return self._detect(*self._decode_batch(features["image/encoded"]))
+
+        def raw_fn(normalized_images):
+            class_outputs, box_outputs = self._run(normalized_images)
+            names = ["%s_outputs_p%d" % (kind, level) for kind in ("class", "box")
+                     for level in range(config.min_level, config.max_level + 1)]
+            return dict(zip(names, list(class_outputs) + list(box_outputs)))
+
+        self.serve_images = tf.function(images_fn, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        self.serve_image_bytes = tf.function(image_bytes_fn, input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes")])
+        self.serve_tf_example = tf.function(tf_example_fn, input_signature=[
+            tf.TensorSpec([None], tf.string, name="serialized_example")])
+        self.predict_raw = tf.function(raw_fn, input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.float32, name="normalized_images")])
+
+    def _decode_batch(self, image_bytes):
+        """Decodes and preprocesses each picture on its own (sizes may differ within the batch)."""
+        def one(data):
+            inputs, scales = preprocess_images(decode_image_bytes(data)[None], self._config)
+            return inputs[0], scales[0]
+        size = self._config.image_size
+        return tf.map_fn(one, image_bytes, fn_output_signature=(
+            tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([], tf.float32)))
+
+    def _detect(self, inputs, image_scales):
+        class_outputs, box_outputs = self._run(inputs)
+        return postprocess(list(class_outputs), list(box_outputs), self._config, image_scales)
+
+    def signatures(self):
+        """{signature name: concrete function} for tf.saved_model.save."""
+        return {"serving_default": self.serve_images.get_concrete_function(),
+                "serve_image_bytes": self.serve_image_bytes.get_concrete_function(),
+                "serve_tf_example": self.serve_tf_example.get_concrete_function(),
+                "predict_raw": self.predict_raw.get_concrete_function()}
+
+
+def export_saved_model(network, config, export_dir, version=1, jit_compile=False):
+    """Writes a TF Serving SavedModel to `<export_dir>/<version>/` and returns that path.
+
+    Args:
+      network: the EfficientDet Keras network with its weights; pass `fold_and_check(model, config)`
+        to export the batch-norm-folded graph.
+      config: the Config whose `nms` section and image_size the exported graph uses.
+      export_dir: model base folder (what TF Serving's --model_base_path points at).
+      version: integer version sub-folder.
+      jit_compile: XLA-compile the network inside the serving functions.
+    """
+    module = ServingModule(network, config, jit_compile=jit_compile)
+    path = os.path.join(export_dir, str(int(version)))
+    # Keras' swish carries a custom gradient that cannot be saved; serving needs no gradients.
+    tf.saved_model.save(module, path, signatures=module.signatures(),
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+    return path

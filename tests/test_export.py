@@ -1,0 +1,177 @@
+"""Export: batch-norm folding, SavedModel signatures in a fresh process, saved_model_cli, TFLite, bad input.
+
+One export (D0 weights from the reference checkpoint at image_size 128, so it is quick) made through
+the `efficientdet-export` CLI is shared by the whole module.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf.export.fold import fold_batch_norms, folding_error
+from efficientdet_tf.inference import Detector
+from efficientdet_tf.postprocess import OUTPUT_KEYS
+from test_inference import assert_detections_match
+
+SIZE = 128
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+SIGNATURES = ("serving_default", "serve_image_bytes", "serve_tf_example", "predict_raw")
+
+# Runs in a fresh interpreter: loads the SavedModel and calls every detection signature.
+FRESH_PROCESS = """
+import sys, numpy as np, tensorflow as tf
+path, data = sys.argv[1], np.load(sys.argv[2])
+sigs = tf.saved_model.load(path).signatures
+out = {}
+def keep(prefix, result):
+    out.update({prefix + k: v.numpy() for k, v in result.items()})
+keep("images/", sigs["serving_default"](images=tf.constant(data["image"][None])))
+keep("bytes/", sigs["serve_image_bytes"](image_bytes=tf.constant([data["png"].tobytes(), data["jpeg_other"].tobytes()])))
+keep("example/", sigs["serve_tf_example"](serialized_example=tf.constant([data["example"].tobytes()])))
+keep("raw/", sigs["predict_raw"](normalized_images=tf.zeros([2, %d, %d, 3])))
+np.savez(sys.argv[3], **out)
+""" % (SIZE, SIZE)
+
+
+def _picture(height, width, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    picture = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1).astype(np.uint8)
+    for _ in range(4):
+        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        picture[top: top + height // 3, left: left + width // 3] = rng.integers(0, 256, 3)
+    return picture
+
+
+def _example(encoded):
+    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def detector(d0_reference_dir):
+    return Detector("efficientdet-d0", d0_reference_dir, image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, d0_reference_dir):
+    """Runs efficientdet-export once (SavedModel + fp32/fp16/int8 TFLite); returns its folder."""
+    root = tmp_path_factory.mktemp("export")
+    with tf.io.TFRecordWriter(str(root / "calib.tfrecord")) as writer:
+        for seed in range(4):
+            writer.write(_example(tf.io.encode_png(_picture(96, 128, seed)).numpy()))
+    cmd = [sys.executable, "-m", "efficientdet_tf.cli.export", "--model_name=efficientdet-d0",
+           "--checkpoint=" + d0_reference_dir, "--hparams=image_size=%d" % SIZE,
+           "--export_dir=" + str(root / "model"), "--version=3", "--tflite=fp32,fp16,int8",
+           "--calibration_file_pattern=" + str(root / "calib.*"), "--num_calibration_images=4"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    image = _picture(90, 120, 0)
+    other = _picture(150, 100, 1)
+    return {"image": image, "other": other, "png": np.frombuffer(tf.io.encode_png(image).numpy(), np.uint8),
+            "jpeg_other": np.frombuffer(tf.io.encode_jpeg(other, quality=100).numpy(), np.uint8),
+            "example": np.frombuffer(_example(tf.io.encode_png(image).numpy()), np.uint8)}
+
+
+def test_folded_model_matches_unfolded(d0_reference_dir):
+    detector = Detector("efficientdet-d0", d0_reference_dir)
+    folded = fold_batch_norms(detector.model)
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in folded.layers)
+    net_input = np.load(os.path.join(d0_reference_dir, "reference_outputs.npz"))["net_input"]
+    assert folding_error(detector.model, folded, net_input) <= 1e-4
+
+
+def test_saved_model_in_fresh_process_matches_detector(exported, inputs, detector, tmp_path):
+    np.savez(tmp_path / "in.npz", **inputs)
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_PROCESS)
+    result = subprocess.run([sys.executable, str(script), str(exported / "3"), str(tmp_path / "in.npz"),
+                             str(tmp_path / "out.npz")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    expected = detector(inputs["image"])
+    jpeg = tf.io.decode_jpeg(inputs["jpeg_other"].tobytes()).numpy()
+    checks = [("images/", 0, expected), ("bytes/", 0, expected), ("bytes/", 1, detector(jpeg)),
+              ("example/", 0, expected)]
+    for prefix, i, want in checks:
+        got = {key: out[prefix + key][i] for key in OUTPUT_KEYS}
+        assert_detections_match(got, want["detection_boxes"], want["detection_scores"],
+                                want["detection_classes"], want["num_detections"], score_tol=1e-4)
+        assert got["num_detections"] > 0
+    assert out["raw/class_outputs_p3"].shape == (2, SIZE // 8, SIZE // 8, 9 * 90)
+    assert out["raw/box_outputs_p7"].shape == (2, 1, 1, 36)
+
+
+def test_saved_model_cli_lists_signatures_and_named_outputs(exported):
+    result = subprocess.run([SAVED_MODEL_CLI, "show", "--all", "--dir", str(exported / "3")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    for name in SIGNATURES:
+        assert "signature_def['%s']" % name in text
+    for name in OUTPUT_KEYS + ("images", "image_bytes", "serialized_example", "class_outputs_p3"):
+        assert "['%s']" % name in text
+
+
+def test_tflite_files_run_and_fp32_agrees(exported, detector):
+    picture = _picture(SIZE, SIZE, 5)
+    saved = tf.saved_model.load(str(exported / "3")).signatures["serving_default"]
+    want = {k: v.numpy()[0] for k, v in saved(images=tf.constant(picture[None])).items()}
+    for quantization in ("fp32", "fp16", "int8"):
+        path = exported / ("efficientdet-d0_%s.tflite" % quantization)
+        runner = tf.lite.Interpreter(str(path)).get_signature_runner()
+        got = {k: v[0] for k, v in runner(images=picture[None]).items()}
+        assert got["detection_boxes"].shape == (100, 4) and got["num_detections"] > 0
+        if quantization == "fp32":
+            # The top 50 (the tail of a soft-NMS list may swap near-equal scores at the cut-off).
+            assert got["num_detections"] == want["num_detections"]
+            for box, score, class_id in zip(want["detection_boxes"][:50], want["detection_scores"][:50],
+                                            want["detection_classes"][:50]):
+                near = ((got["detection_classes"] == class_id) & (np.abs(got["detection_scores"] - score) <= 1e-3)
+                        & (np.abs(got["detection_boxes"] - box).max(-1) <= 1.0))
+                assert near.any(), (box, score, class_id)
+
+
+def test_bad_inputs_are_errors_not_crashes(exported):
+    sigs = tf.saved_model.load(str(exported / "3")).signatures
+    for bad, message in [(b"not an image", "Unknown image file format"), (b"", "empty")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            sigs["serve_image_bytes"](image_bytes=tf.constant([bad]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 1 pixel"):
+        sigs["serving_default"](images=tf.zeros([1, 0, 5, 3], tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image/encoded"):
+        sigs["serve_tf_example"](serialized_example=tf.constant([tf.train.Example().SerializeToString()]))
+    gray = tf.io.encode_png(np.full((40, 30, 1), 90, np.uint8))
+    rgba = tf.io.encode_png(np.full((40, 30, 4), 90, np.uint8))
+    tiny = tf.io.encode_png(np.full((1, 1, 3), 90, np.uint8))
+    huge = tf.io.encode_jpeg(tf.zeros([4000, 6000, 3], tf.uint8))
+    out = sigs["serve_image_bytes"](image_bytes=tf.stack([gray, rgba, tiny, huge]))
+    assert out["detection_boxes"].shape == (4, 100, 4)
+    np.testing.assert_allclose(out["detection_scores"][0], out["detection_scores"][1])
+    assert np.all(out["detection_boxes"][3].numpy() <= 6000.0)
+    json.dumps({k: v.numpy().tolist() for k, v in out.items()})  # serialisable like a REST reply
+
+
+def test_infer_cli_draws_and_writes_coco_json(exported, tmp_path):
+    for i in range(2):
+        tf.io.write_file(str(tmp_path / ("%d.png" % (i + 7))), tf.io.encode_png(_picture(80, 110, i)))
+    (tmp_path / "labels.yaml").write_text("1: person\n2: bicycle\n")
+    cmd = [sys.executable, "-m", "efficientdet_tf.cli.infer", "--saved_model_dir=" + str(exported / "3"),
+           "--input=" + str(tmp_path / "*.png"), "--output_dir=" + str(tmp_path / "out"),
+           "--label_map=" + str(tmp_path / "labels.yaml"), "--min_score=0.05"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert {r["image_id"] for r in results} == {7, 8}
+    assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["category_id"] >= 1 for r in results)
+    assert (tmp_path / "out" / "7.jpg").is_file() and (tmp_path / "out" / "8.jpg").is_file()
