@@ -60,15 +60,14 @@ def detector(d0_reference_dir):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, d0_reference_dir):
-    """Runs efficientdet-export once (SavedModel + fp32/fp16/int8 TFLite); returns its folder."""
-    root = tmp_path_factory.mktemp("export")
-    with tf.io.TFRecordWriter(str(root / "calib.tfrecord")) as writer:
-        for seed in range(4):
-            writer.write(_example(tf.io.encode_png(_picture(96, 128, seed)).numpy()))
+    """Runs efficientdet-export once (SavedModel + fp32 TFLite); returns its folder."""
+    return _export(tmp_path_factory.mktemp("export"), d0_reference_dir, "fp32")
+
+
+def _export(root, checkpoint, tflite, extra=()):
     cmd = [sys.executable, "-m", "efficientdet_tf.cli.export", "--model_name=efficientdet-d0",
-           "--checkpoint=" + d0_reference_dir, "--hparams=image_size=%d" % SIZE,
-           "--export_dir=" + str(root / "model"), "--version=3", "--tflite=fp32,fp16,int8",
-           "--calibration_file_pattern=" + str(root / "calib.*"), "--num_calibration_images=4"]
+           "--checkpoint=" + checkpoint, "--hparams=image_size=%d" % SIZE,
+           "--export_dir=" + str(root / "model"), "--version=3", "--tflite=" + tflite] + list(extra)
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "model"
@@ -123,23 +122,36 @@ def test_saved_model_cli_lists_signatures_and_named_outputs(exported):
         assert "['%s']" % name in text
 
 
-def test_tflite_files_run_and_fp32_agrees(exported, detector):
+def _run_tflite(path, picture):
+    runner = tf.lite.Interpreter(str(path)).get_signature_runner()
+    got = {k: v[0] for k, v in runner(images=picture[None]).items()}
+    assert got["detection_boxes"].shape == (100, 4) and got["num_detections"] > 0
+    return got
+
+
+def test_tflite_fp32_agrees_with_saved_model(exported):
     picture = _picture(SIZE, SIZE, 5)
     saved = tf.saved_model.load(str(exported / "3")).signatures["serving_default"]
     want = {k: v.numpy()[0] for k, v in saved(images=tf.constant(picture[None])).items()}
-    for quantization in ("fp32", "fp16", "int8"):
-        path = exported / ("efficientdet-d0_%s.tflite" % quantization)
-        runner = tf.lite.Interpreter(str(path)).get_signature_runner()
-        got = {k: v[0] for k, v in runner(images=picture[None]).items()}
-        assert got["detection_boxes"].shape == (100, 4) and got["num_detections"] > 0
-        if quantization == "fp32":
-            # The top 50 (the tail of a soft-NMS list may swap near-equal scores at the cut-off).
-            assert got["num_detections"] == want["num_detections"]
-            for box, score, class_id in zip(want["detection_boxes"][:50], want["detection_scores"][:50],
-                                            want["detection_classes"][:50]):
-                near = ((got["detection_classes"] == class_id) & (np.abs(got["detection_scores"] - score) <= 1e-3)
-                        & (np.abs(got["detection_boxes"] - box).max(-1) <= 1.0))
-                assert near.any(), (box, score, class_id)
+    got = _run_tflite(exported / "efficientdet-d0_fp32.tflite", picture)
+    # The top 50 (the tail of a soft-NMS list may swap near-equal scores at the cut-off).
+    assert got["num_detections"] == want["num_detections"]
+    for box, score, class_id in zip(want["detection_boxes"][:50], want["detection_scores"][:50],
+                                    want["detection_classes"][:50]):
+        near = ((got["detection_classes"] == class_id) & (np.abs(got["detection_scores"] - score) <= 1e-3)
+                & (np.abs(got["detection_boxes"] - box).max(-1) <= 1.0))
+        assert near.any(), (box, score, class_id)
+
+
+@pytest.mark.slow
+def test_tflite_fp16_and_int8_are_written_and_run(tmp_path, d0_reference_dir):
+    with tf.io.TFRecordWriter(str(tmp_path / "calib.tfrecord")) as writer:
+        for seed in range(4):
+            writer.write(_example(tf.io.encode_png(_picture(96, 128, seed)).numpy()))
+    model_dir = _export(tmp_path, d0_reference_dir, "fp16,int8", [
+        "--calibration_file_pattern=" + str(tmp_path / "calib.*"), "--num_calibration_images=4"])
+    for quantization in ("fp16", "int8"):
+        _run_tflite(model_dir / ("efficientdet-d0_%s.tflite" % quantization), _picture(SIZE, SIZE, 5))
 
 
 def test_bad_inputs_are_errors_not_crashes(exported):
