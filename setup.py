@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "efficientdet-summary=efficientdet_tf.cli.summary:run",
+            "efficientdet-demo=efficientdet_tf.cli.demo:run",
             "efficientdet-export=efficientdet_tf.cli.export:run",
             "efficientdet-infer=efficientdet_tf.cli.infer:run",
             "create_coco_tfrecord=tfrecord_tools.create_coco_tfrecord:run",

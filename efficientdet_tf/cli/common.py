@@ -2,7 +2,7 @@
 
 import sys
 
-from absl import app
+from absl import app, flags, logging
 
 
 class UsageError(ValueError):
@@ -19,6 +19,9 @@ def run(main):
     """Runs an absl `main(argv)`; expected errors print `<tool>: error: <message>` and exit 1."""
 
     def guarded(argv):
+        if not flags.FLAGS["verbosity"].present:
+            # TensorFlow's INFO lines (signature renames, saver timings) bury the tools' own output.
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except _expected_errors() as e:

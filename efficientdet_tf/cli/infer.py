@@ -38,19 +38,6 @@ def _saved_model_detector(path):
     return lambda image: {k: v.numpy()[0] for k, v in signature(images=tf.constant(image[None])).items()}
 
 
-def coco_results(image_id, detections):
-    """COCO results entries [{image_id, category_id, bbox [x, y, w, h], score}] of one picture."""
-    results = []
-    count = int(detections["num_detections"])
-    for box, score, class_id in zip(detections["detection_boxes"][:count], detections["detection_scores"][:count],
-                                    detections["detection_classes"][:count]):
-        ymin, xmin, ymax, xmax = [float(v) for v in box]
-        results.append({"image_id": image_id, "category_id": int(class_id),
-                        "bbox": [round(xmin, 2), round(ymin, 2), round(xmax - xmin, 2), round(ymax - ymin, 2)],
-                        "score": round(float(score), 5)})
-    return results
-
-
 def main(argv):
     if len(argv) > 1:
         raise common.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
@@ -62,6 +49,7 @@ def main(argv):
     import numpy as np
     from PIL import Image
 
+    from efficientdet_tf.eval.coco_format import coco_results
     from efficientdet_tf.visualize import draw_detections
     label_map = {}
     if FLAGS.label_map:

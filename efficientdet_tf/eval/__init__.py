@@ -1,0 +1,1 @@
+"""Evaluation helpers: COCO-format results (COCOeval-based evaluation is not built yet)."""
