@@ -6,15 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf.data import preprocess
 from efficientdet_tf.postprocess import OUTPUT_KEYS, postprocess
-
-
-def normalize(images, config):
-    """Casts to float32 and normalises as the model was trained (imagenet mean/std or lite 127/128)."""
-    images = tf.cast(images, tf.float32)
-    if config.input_norm == "lite":
-        return (images - 127.0) / 128.0
-    return (images - tf.constant(config.mean_rgb, tf.float32)) / tf.constant(config.stddev_rgb, tf.float32)
 
 
 def preprocess_images(images, config):
@@ -34,16 +27,9 @@ def preprocess_images(images, config):
     shape = tf.shape(images)
     with tf.control_dependencies([tf.debugging.assert_positive(
             shape[1:3], message="image height and width must be at least 1 pixel")]):
-        x = normalize(images, config)
-    size = config.image_size
-    height = tf.cast(shape[1], tf.float32)
-    width = tf.cast(shape[2], tf.float32)
-    scale = tf.minimum(size / height, size / width)
-    # floor as the reference; at least 1 pixel so extreme aspect ratios still give a picture.
-    new_size = tf.maximum(tf.cast(tf.floor(tf.stack([height, width]) * scale), tf.int32), 1)
-    x = tf.image.resize(x, new_size, method="bilinear", antialias=False)
-    x = tf.image.pad_to_bounding_box(x, 0, 0, size, size)
-    return x, tf.fill([shape[0]], 1.0 / scale)
+        x = preprocess.normalize_image(images, config)
+    x, image_scale = preprocess.resize_and_pad(x, config.image_size)
+    return x, tf.fill([shape[0]], image_scale)
 
 
 def detect_normalised(network, config, inputs, image_scales):

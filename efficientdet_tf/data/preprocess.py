@@ -27,8 +27,9 @@ def resize_scale(height, width, target_size):
     width = tf.cast(width, tf.float32)
     target = tf.cast(target_size, tf.float32)
     scale = tf.minimum(target / height, target / width)
-    new_height = tf.cast(tf.floor(height * scale), tf.int32)
-    new_width = tf.cast(tf.floor(width * scale), tf.int32)
+    # At least one pixel, so that extreme aspect ratios still give a picture.
+    new_height = tf.maximum(tf.cast(tf.floor(height * scale), tf.int32), 1)
+    new_width = tf.maximum(tf.cast(tf.floor(width * scale), tf.int32), 1)
     return scale, new_height, new_width
 
 
@@ -36,7 +37,8 @@ def resize_and_pad(image, image_size):
     """Resizes keeping aspect ratio so the picture fits image_size x image_size, pads bottom/right.
 
     Args:
-      image: [height, width, channels] tensor (uint8 or float); normalise it first if the padding
+      image: [height, width, channels] or a batch [batch, height, width, channels] of one size
+        (uint8 or float); normalise it first if the padding
         must be zero in normalised space, as the reference implementation does.
       image_size: int output side.
 
@@ -46,7 +48,7 @@ def resize_and_pad(image, image_size):
       resized frame back to original-picture pixels.
     """
     shape = tf.shape(image)
-    scale, new_height, new_width = resize_scale(shape[0], shape[1], image_size)
+    scale, new_height, new_width = resize_scale(shape[-3], shape[-2], image_size)
     resized = tf.image.resize(image, tf.stack([new_height, new_width]), method="bilinear", antialias=False)
     padded = tf.image.pad_to_bounding_box(resized, 0, 0, image_size, image_size)
     return padded, 1.0 / scale

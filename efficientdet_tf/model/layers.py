@@ -7,9 +7,19 @@ from keras import ops
 FUSION_METHODS = ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn")
 
 
+@keras.saving.register_keras_serializable(package="efficientdet_tf")
+def swish(x):
+    """x * sigmoid(x) written as plain ops.
+
+    Keras' silu carries a custom gradient, which hides the pattern from TensorFlow's graph rewrites
+    (so conv + bias + swish is not fused on CPU) and cannot be saved in a SavedModel.
+    """
+    return x * ops.sigmoid(x)
+
+
 def activation(act_type, name):
     """The activation layer for `act_type` ('swish'/'silu', 'relu', 'relu6')."""
-    fn = {"swish": "silu", "silu": "silu", "relu": "relu", "relu6": "relu6"}[act_type]
+    fn = {"swish": swish, "silu": swish, "relu": "relu", "relu6": "relu6"}[act_type]
     return keras.layers.Activation(fn, name=name)
 
 
