@@ -32,6 +32,14 @@ def preprocess_images(images, config):
     return x, tf.fill([shape[0]], image_scale)
 
 
+def raw_output_dict(network, config, inputs):
+    """The network's raw outputs on normalised inputs, named class_outputs_p3 ... box_outputs_p7."""
+    class_outputs, box_outputs = network(inputs, training=False)
+    names = ["%s_outputs_p%d" % (kind, level) for kind in ("class", "box")
+             for level in range(config.min_level, config.max_level + 1)]
+    return dict(zip(names, list(class_outputs) + list(box_outputs)))
+
+
 def detect_normalised(network, config, inputs, image_scales):
     """Runs the network on preprocessed inputs and post-processes (see `postprocess.postprocess`)."""
     class_outputs, box_outputs = network(inputs, training=False)

@@ -187,3 +187,18 @@ def test_infer_cli_draws_and_writes_coco_json(exported, tmp_path):
     assert {r["image_id"] for r in results} == {7, 8}
     assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["category_id"] >= 1 for r in results)
     assert (tmp_path / "out" / "7.jpg").is_file() and (tmp_path / "out" / "8.jpg").is_file()
+
+
+def test_tflite_network_only_reproduces_reference_outputs(tmp_path, d0_reference_dir):
+    from efficientdet_tf.export.saved_model import fold_and_check
+    from efficientdet_tf.export.tflite import export_tflite
+    detector = Detector("efficientdet-d0", d0_reference_dir)
+    path = export_tflite(fold_and_check(detector.model, detector.config), detector.config,
+                         str(tmp_path / "raw.tflite"), "fp32", raw_outputs=True)
+    ref = np.load(os.path.join(d0_reference_dir, "reference_outputs.npz"))
+    runner = tf.lite.Interpreter(path, num_threads=2).get_signature_runner()
+    out = runner(normalized_images=ref["net_input"])
+    for level in range(3, 8):
+        for kind in ("class", "box"):
+            name = "%s_outputs_p%d" % (kind, level)
+            assert np.abs(out[name] - ref[name]).max() <= 1e-4, name

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
-from efficientdet_tf.inference import preprocess_images
+from efficientdet_tf.inference import preprocess_images, raw_output_dict
 from efficientdet_tf.postprocess import postprocess
 
 FOLD_TOLERANCE = 1e-4
@@ -52,7 +52,8 @@ class ServingModule(tf.Module):
         self.network = network
         self._config = config
         size = config.image_size
-        self._run = tf.function(lambda x: network(x, training=False), jit_compile=jit_compile)
+        self._run = tf.function(lambda x, training=False: network(x, training=training),
+                                jit_compile=jit_compile)
 
         def images_fn(images):
             inputs, scales = preprocess_images(images, config)
@@ -67,10 +68,7 @@ class ServingModule(tf.Module):
             return self._detect(*self._decode_batch(features["image/encoded"]))
 
         def raw_fn(normalized_images):
-            class_outputs, box_outputs = self._run(normalized_images)
-            names = ["%s_outputs_p%d" % (kind, level) for kind in ("class", "box")
-                     for level in range(config.min_level, config.max_level + 1)]
-            return dict(zip(names, list(class_outputs) + list(box_outputs)))
+            return raw_output_dict(self._run, config, normalized_images)
 
         self.serve_images = tf.function(images_fn, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])

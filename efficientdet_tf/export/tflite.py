@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from efficientdet_tf.export.saved_model import decode_image_bytes
-from efficientdet_tf.inference import detect_images
+from efficientdet_tf.inference import detect_images, raw_output_dict
 
 QUANTIZATIONS = ("fp32", "fp16", "int8")
 
@@ -30,7 +30,7 @@ def calibration_images(file_pattern, input_size, count=100):
 
 
 def export_tflite(network, config, path, quantization="fp32", input_size=None,
-                  calibration_file_pattern=None, num_calibration_images=100):
+                  calibration_file_pattern=None, num_calibration_images=100, raw_outputs=False):
     """Converts uint8 pictures [1, h, w, 3] -> detections (the `serving_default` graph) to TFLite.
 
     The file holds preprocessing, the network, box decoding and NMS (NonMaxSuppressionV5 is a TFLite
@@ -46,12 +46,22 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
       input_size: (height, width) of the fixed input; default (image_size, image_size).
       calibration_file_pattern: TFRecords with image/encoded, required for int8.
       num_calibration_images: how many calibration pictures to read.
+      raw_outputs: convert the network alone instead: normalised float32 `normalized_images`
+        [1, S, S, 3] in, the raw per-level outputs out (the `predict_raw` graph; fp32/fp16 only).
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError("quantization must be one of %s, got %r" % (QUANTIZATIONS, quantization))
     input_size = tuple(input_size or (config.image_size, config.image_size))
-    detect = tf.function(lambda images: detect_images(network, config, images), input_signature=[
-        tf.TensorSpec([1, input_size[0], input_size[1], 3], tf.uint8, name="images")])
+    if raw_outputs:
+        if quantization == "int8":
+            raise ValueError("raw_outputs exports take fp32 or fp16")
+        size = config.image_size
+        detect = tf.function(lambda normalized_images: raw_output_dict(network, config, normalized_images),
+                             input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32,
+                                                            name="normalized_images")])
+    else:
+        detect = tf.function(lambda images: detect_images(network, config, images), input_signature=[
+            tf.TensorSpec([1, input_size[0], input_size[1], 3], tf.uint8, name="images")])
     # Freeze the weights into constants first: the converter leaves Keras 3 variables as
     # VAR_HANDLE/READ_VARIABLE ops that read garbage at run time (TF 2.21).
     concrete = detect.get_concrete_function()
