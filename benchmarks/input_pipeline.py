@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data.example_builder import make_example, write_records
+from tfrecord_tools.example_writer import make_example, write_records
 from efficientdet_tf.data.pipeline import InputPipeline
 
 

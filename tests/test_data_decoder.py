@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf.data import decoder
-from efficientdet_tf.data.example_builder import make_example
+from tfrecord_tools.example_writer import make_example
 
 
 def _picture(height=40, width=60, channels=3):

@@ -1,8 +1,11 @@
 """Builds tf.Examples with the project's keys and writes them to deterministic TFRecord shards."""
 
 import concurrent.futures
+import io
 import itertools
 
+import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 
@@ -18,20 +21,20 @@ def _ints(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def build_example(encoded_jpeg, width, height, source_id, filename, boxes, labels, texts,
-                  areas, is_crowd):
+def build_example(encoded_jpeg, width, height, source_id, filename, boxes, labels, texts=None,
+                  areas=None, is_crowd=None, image_format="jpeg"):
     """Returns a tf.train.Example for one picture (DESIGN §5 keys).
 
     Args:
-      encoded_jpeg: JPEG bytes of an RGB picture.
+      encoded_jpeg: encoded bytes of an RGB picture (JPEG unless `image_format` says otherwise).
       width, height: picture size in pixels.
       source_id: image id as a string (COCO image id for evaluation).
       filename: the picture's file name, for people reading the records.
       boxes: list of COCO boxes [x, y, w, h] in pixels, already clipped to the picture.
       labels: 1-based category id per box.
-      texts: category name per box.
-      areas: area per box in pixels.
-      is_crowd: 0/1 per box.
+      texts, areas, is_crowd: optional per-box category name, area in pixels and 0/1 crowd flag;
+        a key left as None is not written (readers treat it as absent).
+      image_format: 'jpeg' or 'png', stored under image/format.
     """
     # TFRecords store boxes normalised to [0, 1] so that resizing never touches them.
     xmin = [b[0] / width for b in boxes]
@@ -40,7 +43,7 @@ def build_example(encoded_jpeg, width, height, source_id, filename, boxes, label
     ymax = [(b[1] + b[3]) / height for b in boxes]
     feature = {
         "image/encoded": _bytes([encoded_jpeg]),
-        "image/format": _bytes([b"jpeg"]),
+        "image/format": _bytes([image_format.encode("utf-8")]),
         "image/source_id": _bytes([str(source_id).encode("utf-8")]),
         "image/height": _ints([height]),
         "image/width": _ints([width]),
@@ -50,11 +53,50 @@ def build_example(encoded_jpeg, width, height, source_id, filename, boxes, label
         "image/object/bbox/xmax": _floats(xmax),
         "image/object/bbox/ymax": _floats(ymax),
         "image/object/class/label": _ints([int(v) for v in labels]),
-        "image/object/class/text": _bytes([t.encode("utf-8") for t in texts]),
-        "image/object/area": _floats(areas),
-        "image/object/is_crowd": _ints([int(v) for v in is_crowd]),
     }
+    if texts is not None:
+        feature["image/object/class/text"] = _bytes([t.encode("utf-8") for t in texts])
+    if areas is not None:
+        feature["image/object/area"] = _floats([float(a) for a in areas])
+    if is_crowd is not None:
+        feature["image/object/is_crowd"] = _ints([int(v) for v in is_crowd])
     return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def encode_picture(image, image_format="jpeg"):
+    """Encodes a uint8 [H, W] or [H, W, 3] array as JPEG (quality 95) or PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format=image_format.upper(), quality=95)
+    return buffer.getvalue()
+
+
+def make_example(image, boxes, classes, source_id="0", image_format="jpeg", is_crowd=None,
+                 area=None, encoded=None):
+    """Serialized tf.Example of a picture given as pixels, for tests, benchmarks and synthetic data.
+
+    Args:
+      image: uint8 array [H, W] or [H, W, 3].
+      boxes: [N, 4] absolute pixels [ymin, xmin, ymax, xmax].
+      classes: [N] 1-based ids.
+      source_id: image id string.
+      image_format: 'jpeg' or 'png'.
+      is_crowd, area: optional [N] lists (omitted from the record when None).
+      encoded: optional bytes to store instead of encoding `image` (e.g. corrupt bytes).
+    """
+    height, width = np.asarray(image).shape[:2]
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    coco_boxes = [[b[1], b[0], b[3] - b[1], b[2] - b[0]] for b in boxes]
+    data = encoded if encoded is not None else encode_picture(image, image_format)
+    return build_example(data, width, height, source_id, "", coco_boxes, classes, areas=area,
+                         is_crowd=is_crowd, image_format=image_format).SerializeToString()
+
+
+def write_records(path, examples):
+    """Writes serialized examples to one TFRecord file and returns the path."""
+    with tf.io.TFRecordWriter(path) as writer:
+        for example in examples:
+            writer.write(example)
+    return path
 
 
 def shard_paths(output_prefix, num_shards):
