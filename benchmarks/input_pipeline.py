@@ -56,9 +56,11 @@ def train_step_rate(pattern, config, batch_size, steps, warmup):
     """Pictures per second of a D0 training step (loss, gradients, momentum SGD) on cached batches."""
     import keras
 
-    from efficientdet_tf.losses import detection_loss, l2_loss
+    from efficientdet_tf.factory import build_loss_fn
+    from efficientdet_tf.losses import l2_loss
     from efficientdet_tf.model.efficientdet import build_model
     model = build_model(config)
+    loss_fn = build_loss_fn(config)
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
     dataset = InputPipeline(pattern, config, is_training=True, batch_size=batch_size)()
     batches = list(dataset.take(2).cache())
@@ -67,8 +69,8 @@ def train_step_rate(pattern, config, batch_size, steps, warmup):
     def step(images, labels):
         with tf.GradientTape() as tape:
             class_outputs, box_outputs = model(images, training=True)
-            loss = detection_loss(class_outputs, box_outputs, labels, config)["det_loss"]
-            loss += l2_loss(model.trainable_variables, config.weight_decay)
+            loss = loss_fn(class_outputs, box_outputs, labels)["det_loss"]
+            loss += l2_loss(model.trainable_variables, config.loss.weight_decay)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss

@@ -28,6 +28,10 @@ def model_names():
                   if f.startswith("efficientdet-") and f.endswith(".yaml"))
 
 
+# Sections that, besides the top-level keys, define the network's weights and outputs.
+NETWORK_SECTIONS = ("anchors",)
+
+
 class ConfigError(ValueError):
     """A bad model name, override key or override value."""
 
@@ -67,6 +71,11 @@ class Config:
     def as_dict(self):
         return copy.deepcopy(self._data)
 
+    def network_dict(self):
+        """The keys that define the network (top-level keys and `anchors`): what a .keras file stores."""
+        return {key: copy.deepcopy(value) for key, value in self._data.items()
+                if key in NETWORK_SECTIONS or not isinstance(value, dict)}
+
     def replace(self, overrides):
         """Returns a new Config with `overrides` (string, dict or yaml path) applied and validated."""
         data = self.as_dict()
@@ -77,8 +86,13 @@ class Config:
 
 def _unknown_key_message(key, section, prefix=""):
     full = prefix + key
-    near = difflib.get_close_matches(key, list(section), n=1, cutoff=0.5)
-    hint = " (did you mean '%s%s'?)" % (prefix, near[0]) if near else ""
+    # Section keys are offered too, by their bare name, and suggested in full ('loss.alpha').
+    candidates = {name: name for name in section}
+    if not prefix:
+        candidates.update({sub: "%s.%s" % (name, sub) for name, value in section.items()
+                           if isinstance(value, dict) for sub in value if sub not in section})
+    near = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    hint = " (did you mean '%s%s'?)" % (prefix, candidates[near[0]]) if near else ""
     return "unknown hparam '%s'%s" % (full, hint)
 
 
@@ -155,8 +169,20 @@ def _type_ok(default, value):
     return True
 
 
+def _section_of(key, data):
+    """The one section that holds `key` (so a bare `alpha=...` means `loss.alpha=...`), or None."""
+    owners = [name for name, value in data.items() if isinstance(value, dict) and key in value]
+    if len(owners) > 1:
+        raise ConfigError("hparam '%s' is ambiguous: say %s" % (
+            key, " or ".join("%s.%s" % (owner, key) for owner in owners)))
+    return owners[0] if owners else None
+
+
 def _apply(data, overrides, prefix):
     for key, value in overrides.items():
+        if key not in data and not prefix and _section_of(key, data):
+            _apply(data, {_section_of(key, data): {key: value}}, prefix)
+            continue
         if key not in data:
             raise ConfigError(_unknown_key_message(key, data, prefix))
         default = data[key]
@@ -189,6 +215,8 @@ def _validate(data):
     for key, choices in _NMS_CHOICES.items():
         if data["nms"][key] not in choices:
             raise ConfigError("hparam 'nms.%s' must be one of %s, got %r" % (key, choices, data["nms"][key]))
+    if data["anchors"]["num_scales"] < 1 or not data["anchors"]["aspect_ratios"]:
+        raise ConfigError("hparams need anchors.num_scales >= 1 and at least one anchors.aspect_ratios entry")
     if data["num_classes"] < 1:
         raise ConfigError("hparam 'num_classes' must be >= 1 (the number of 1-based label ids)")
     if not 1 <= data["min_level"] <= data["max_level"]:

@@ -1,4 +1,4 @@
-"""Inference: the reference preprocessing, the detection graph, and `Detector` for numpy pictures."""
+"""Inference: the detection graph (preprocess, network, NMS) and `Detector` for numpy pictures."""
 
 import os
 
@@ -6,30 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.data import preprocess
-from efficientdet_tf.postprocess import OUTPUT_KEYS, postprocess
-
-
-def preprocess_images(images, config):
-    """The reference inference preprocessing for a batch of pictures that share one size.
-
-    Normalise first, then scale = min(S/h, S/w), bilinear resize (no antialias) to
-    (floor(h*scale), floor(w*scale)), pad bottom/right with zeros to S x S (S = config.image_size).
-
-    Args:
-      images: uint8 (or float in 0..255) [B, H, W, 3], H and W >= 1.
-      config: the model's Config.
-
-    Returns:
-      (inputs float32 [B, S, S, 3], image_scales float32 [B] = 1/scale, original pixels per input pixel).
-    """
-    images = tf.convert_to_tensor(images)
-    shape = tf.shape(images)
-    with tf.control_dependencies([tf.debugging.assert_positive(
-            shape[1:3], message="image height and width must be at least 1 pixel")]):
-        x = preprocess.normalize_image(images, config)
-    x, image_scale = preprocess.resize_and_pad(x, config.image_size)
-    return x, tf.fill([shape[0]], image_scale)
+from efficientdet_tf import factory
+from efficientdet_tf.checkpoints.loading import load_weights
+from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
 
 
 def raw_output_dict(network, config, inputs):
@@ -43,34 +22,13 @@ def raw_output_dict(network, config, inputs):
 def detect_normalised(network, config, inputs, image_scales):
     """Runs the network on preprocessed inputs and post-processes (see `postprocess.postprocess`)."""
     class_outputs, box_outputs = network(inputs, training=False)
-    return postprocess(list(class_outputs), list(box_outputs), config, image_scales)
+    return factory.build_postprocess_fn(config)(list(class_outputs), list(box_outputs), image_scales)
 
 
 def detect_images(network, config, images):
     """uint8 [B, H, W, 3] pictures of one size -> detection dict in original-picture pixels."""
-    inputs, image_scales = preprocess_images(images, config)
+    inputs, image_scales = factory.build_preprocessor(config)(images)
     return detect_normalised(network, config, inputs, image_scales)
-
-
-def load_weights(model, checkpoint):
-    """Loads weights into a built EfficientDet from any checkpoint the project knows.
-
-    - `*.keras` / `*.weights.h5`: Keras files saved by this project (`model.save`, `save_weights`).
-    - a TF object-based checkpoint (prefix, directory or .index) written with
-      `tf.train.Checkpoint(model=model)`.
-    - an official TF1 name-based checkpoint (EMA weights), via `load_official_checkpoint`.
-    """
-    from efficientdet_tf.checkpoints.official import load_official_checkpoint, resolve_checkpoint
-
-    path = os.fspath(checkpoint)
-    if path.endswith((".keras", ".h5")):
-        model.load_weights(path)
-        return
-    prefix = resolve_checkpoint(path)
-    if any(name == "_CHECKPOINTABLE_OBJECT_GRAPH" for name, _ in tf.train.list_variables(prefix)):
-        tf.train.Checkpoint(model=model).read(prefix).expect_partial().assert_existing_objects_matched()
-    else:
-        load_official_checkpoint(model, prefix, use_ema=True)
 
 
 def build_detection_model(model_or_name, checkpoint=None, **overrides):

@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.data import augment, autoaugment, image_ops, preprocess
+from efficientdet_tf.factory import build_normalizer
+from efficientdet_tf.data import augment, autoaugment, image_ops
+from efficientdet_tf.ops import preprocess
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -113,8 +115,8 @@ def test_resize_and_pad_sizes_and_scale():
 
 def test_normalize_modes():
     pixel = tf.constant([[[127.0, 255.0, 0.0]]])
-    lite = preprocess.normalize_image(pixel, get_config("efficientdet-lite0"))
+    lite = build_normalizer(get_config("efficientdet-lite0"))(pixel)
     np.testing.assert_allclose(lite.numpy().ravel(), [0.0, 1.0, -127.0 / 128.0])
-    imagenet = preprocess.normalize_image(pixel, get_config("efficientdet-d0"))
+    imagenet = build_normalizer(get_config("efficientdet-d0"))(pixel)
     np.testing.assert_allclose(imagenet.numpy().ravel(),
                                [(127 - 123.675) / 58.395, (255 - 116.28) / 57.12, -103.53 / 57.375], rtol=1e-5)

@@ -1,7 +1,6 @@
 """tf.Example decoding: formats, grayscale, boxes to pixels, optional fields."""
 
 import numpy as np
-import tensorflow as tf
 
 from efficientdet_tf.data import decoder
 from tfrecord_tools.example_writer import make_example

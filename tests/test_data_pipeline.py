@@ -51,11 +51,12 @@ def test_eval_round_trip_keeps_every_box(records):
     for images, labels in dataset:
         assert images.shape[1:] == (SIZE, SIZE, 3)
         for b in range(images.shape[0]):
-            n = int(labels["num_groundtruth"][b])
+            gt = labels["groundtruths"]
+            n = int(gt["num_groundtruths"][b])
             seen[int(labels["image_id"][b])] = (
-                labels["groundtruth_boxes"][b, :n].numpy(), labels["groundtruth_classes"][b, :n].numpy().tolist(),
-                (int(labels["image_height"][b]), int(labels["image_width"][b])), float(labels["image_scale"][b]),
-                labels["groundtruth_classes"][b, n:].numpy())
+                gt["boxes"][b, :n].numpy(), gt["classes"][b, :n].numpy().tolist(),
+                (int(gt["height"][b]), int(gt["width"][b])), float(labels["image_scale"][b]),
+                gt["classes"][b, n:].numpy())
     assert sorted(seen) == [t[0] for t in truth]
     for image_id, size, boxes, classes in truth:
         got_boxes, got_classes, got_size, scale, padding = seen[image_id]
@@ -73,14 +74,14 @@ def test_training_batches_and_objects_stay_in_boxes(records):
     std = np.array(config.stddev_rgb, np.float32)
     for images, labels in dataset.take(3):
         assert images.shape == (4, SIZE, SIZE, 3)
-        assert labels["cls_targets_3"].shape == (4, 16, 16, 9)
-        assert labels["box_targets_7"].shape == (4, 1, 1, 36)
+        assert labels["cls_targets_p3"].shape == (4, 16, 16, 9)
+        assert labels["box_targets_p7"].shape == (4, 1, 1, 36)
         pixels = images.numpy() * std + mean
         for b in range(4):
-            n = int(labels["num_groundtruth"][b])
+            n = int(np.count_nonzero(labels["classes"][b]))
             red = (pixels[b, ..., 0] > 200) & (pixels[b, ..., 1] < 60) & (pixels[b, ..., 2] < 60)
             inside = np.zeros_like(red)
-            for y0, x0, y1, x1 in labels["groundtruth_boxes"][b, :n].numpy():
+            for y0, x0, y1, x1 in labels["boxes"][b, :n].numpy():
                 inside[max(int(y0) - 1, 0):int(np.ceil(y1)) + 1, max(int(x0) - 1, 0):int(np.ceil(x1)) + 1] = True
             assert not np.any(red & ~inside)
             assert float(labels["num_positives"][b]) >= n  # every kept box has an anchor

@@ -42,4 +42,4 @@ def test_pipeline_from_tfds_name():
         dataset = InputPipeline(None, config, is_training=True, tfds_name="voc/2007", batch_size=2)()
         images, labels = next(iter(dataset))
     assert images.shape == (2, 128, 128, 3)
-    assert labels["cls_targets_3"].numpy().max() < 20
+    assert labels["cls_targets_p3"].numpy().max() < 20

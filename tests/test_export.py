@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
 from efficientdet_tf.inference import Detector
-from efficientdet_tf.postprocess import OUTPUT_KEYS
-from test_inference import assert_detections_match
+from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
+from helpers import assert_detections_match, synthetic_picture
 
 SIZE = 128
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -36,16 +36,6 @@ keep("example/", sigs["serve_tf_example"](serialized_example=tf.constant([data["
 keep("raw/", sigs["predict_raw"](normalized_images=tf.zeros([2, %d, %d, 3])))
 np.savez(sys.argv[3], **out)
 """ % (SIZE, SIZE)
-
-
-def _picture(height, width, seed):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    picture = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1).astype(np.uint8)
-    for _ in range(4):
-        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        picture[top: top + height // 3, left: left + width // 3] = rng.integers(0, 256, 3)
-    return picture
 
 
 def _example(encoded):
@@ -75,8 +65,8 @@ def _export(root, checkpoint, tflite, extra=()):
 
 @pytest.fixture(scope="module")
 def inputs():
-    image = _picture(90, 120, 0)
-    other = _picture(150, 100, 1)
+    image = synthetic_picture(90, 120, 0)
+    other = synthetic_picture(150, 100, 1)
     return {"image": image, "other": other, "png": np.frombuffer(tf.io.encode_png(image).numpy(), np.uint8),
             "jpeg_other": np.frombuffer(tf.io.encode_jpeg(other, quality=100).numpy(), np.uint8),
             "example": np.frombuffer(_example(tf.io.encode_png(image).numpy()), np.uint8)}
@@ -130,7 +120,7 @@ def _run_tflite(path, picture):
 
 
 def test_tflite_fp32_agrees_with_saved_model(exported):
-    picture = _picture(SIZE, SIZE, 5)
+    picture = synthetic_picture(SIZE, SIZE, 5)
     saved = tf.saved_model.load(str(exported / "3")).signatures["serving_default"]
     want = {k: v.numpy()[0] for k, v in saved(images=tf.constant(picture[None])).items()}
     got = _run_tflite(exported / "efficientdet-d0_fp32.tflite", picture)
@@ -147,11 +137,11 @@ def test_tflite_fp32_agrees_with_saved_model(exported):
 def test_tflite_fp16_and_int8_are_written_and_run(tmp_path, d0_reference_dir):
     with tf.io.TFRecordWriter(str(tmp_path / "calib.tfrecord")) as writer:
         for seed in range(4):
-            writer.write(_example(tf.io.encode_png(_picture(96, 128, seed)).numpy()))
+            writer.write(_example(tf.io.encode_png(synthetic_picture(96, 128, seed)).numpy()))
     model_dir = _export(tmp_path, d0_reference_dir, "fp16,int8", [
         "--calibration_file_pattern=" + str(tmp_path / "calib.*"), "--num_calibration_images=4"])
     for quantization in ("fp16", "int8"):
-        _run_tflite(model_dir / ("efficientdet-d0_%s.tflite" % quantization), _picture(SIZE, SIZE, 5))
+        _run_tflite(model_dir / ("efficientdet-d0_%s.tflite" % quantization), synthetic_picture(SIZE, SIZE, 5))
 
 
 def test_bad_inputs_are_errors_not_crashes(exported):
@@ -176,7 +166,7 @@ def test_bad_inputs_are_errors_not_crashes(exported):
 
 def test_infer_cli_draws_and_writes_coco_json(exported, tmp_path):
     for i in range(2):
-        tf.io.write_file(str(tmp_path / ("%d.png" % (i + 7))), tf.io.encode_png(_picture(80, 110, i)))
+        tf.io.write_file(str(tmp_path / ("%d.png" % (i + 7))), tf.io.encode_png(synthetic_picture(80, 110, i)))
     (tmp_path / "labels.yaml").write_text("1: person\n2: bicycle\n")
     cmd = [sys.executable, "-m", "efficientdet_tf.cli.infer", "--saved_model_dir=" + str(exported / "3"),
            "--input=" + str(tmp_path / "*.png"), "--output_dir=" + str(tmp_path / "out"),

@@ -7,32 +7,9 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.config import get_config
-from efficientdet_tf.inference import Detector, preprocess_images
-
-
-def box_iou(a, b):
-    """IoU matrix of [N, 4] and [M, 4] [ymin, xmin, ymax, xmax] boxes."""
-    top = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom - top, 0, None), axis=-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
-def assert_detections_match(got, boxes, scores, classes, num, min_iou=0.99, score_tol=1e-4):
-    """Every expected detection has a counterpart of the same class, IoU >= min_iou, close score.
-
-    Boxes clipped to zero area (IoU undefined) match when their corners agree within 0.05 px.
-    """
-    assert int(got["num_detections"]) == int(num)
-    n = int(num)
-    other = got["detection_boxes"][:n]
-    close = np.abs(boxes[:n, None] - other[None]).max(-1) <= 0.05
-    same = ((classes[:n, None] == got["detection_classes"][None, :n])
-            & (np.abs(scores[:n, None] - got["detection_scores"][None, :n]) <= score_tol)
-            & ((box_iou(boxes[:n], other) >= min_iou) | close))
-    missing = np.where(~same.any(axis=1))[0]
-    assert not len(missing), "no counterpart for expected detections %s" % missing[:10]
+from efficientdet_tf.factory import build_preprocessor
+from efficientdet_tf.inference import Detector
+from helpers import assert_detections_match
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +43,7 @@ def test_batch_equals_single_pictures(d0_detector, reference):
 def test_preprocessing_follows_reference_steps():
     config = get_config("efficientdet-d0", "image_size=128")
     image = np.random.default_rng(0).integers(0, 256, (1, 48, 64, 3), dtype=np.uint8)
-    inputs, scales = preprocess_images(image, config)
+    inputs, scales = build_preprocessor(config)(image)
     normalised = (image.astype(np.float32) - config.mean_rgb) / config.stddev_rgb
     expected = tf.image.resize(normalised, (96, 128), method="bilinear").numpy()
     np.testing.assert_allclose(inputs[:, :96, :128], expected, atol=1e-5)

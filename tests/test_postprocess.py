@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf import box_coder, postprocess
-from efficientdet_tf.anchors import anchors_for_config, feature_sizes
+from efficientdet_tf.ops import box_coder, postprocess
 from efficientdet_tf.config import get_config
+from efficientdet_tf.factory import build_anchors, build_postprocess_fn
+from efficientdet_tf.ops.anchors import feature_sizes
 
 NUM_CLASSES = 4
 
@@ -33,12 +34,17 @@ def _plain(config, class_outputs, box_outputs, b):
     """Per-image boxes/scores/classes as the reference builds them before NMS."""
     logits = np.concatenate([c[b].numpy().reshape(-1, NUM_CLASSES) for c in class_outputs])
     deltas = np.concatenate([x[b].numpy().reshape(-1, 4) for x in box_outputs])
-    boxes = box_coder.decode(deltas, anchors_for_config(config)).numpy()
+    boxes = box_coder.decode(deltas, build_anchors(config)).numpy()
     return boxes, 1 / (1 + np.exp(-logits.max(-1))), logits.argmax(-1)
 
 
+def _nms_parameters(config):
+    nms = config.nms
+    return postprocess.nms_parameters(nms.method, nms.iou_threshold, nms.score_threshold, nms.sigma)
+
+
 def _soft_nms(config, boxes, scores):
-    iou, threshold, sigma = postprocess.nms_parameters(config.nms)
+    iou, threshold, sigma = _nms_parameters(config)
     index, kept = tf.image.non_max_suppression_with_scores(
         boxes, scores, config.nms.max_detections, iou, threshold, sigma)
     return index.numpy(), kept.numpy()
@@ -49,7 +55,7 @@ def test_global_matches_plain_nms(method):
     config = _config(method=method)
     cls, box = _raw_outputs(config)
     scales = np.array([2.0, 0.5], np.float32)
-    out = postprocess.postprocess(cls, box, config, scales)
+    out = build_postprocess_fn(config)(cls, box, scales)
     for b in range(2):
         boxes, scores, classes = _plain(config, cls, box, b)
         index, kept = _soft_nms(config, boxes, scores)
@@ -65,7 +71,7 @@ def test_global_matches_plain_nms(method):
 def test_per_class_matches_class_by_class_nms():
     config = _config(mode="per_class")
     cls, box = _raw_outputs(config)
-    out = postprocess.postprocess(cls, box, config)
+    out = build_postprocess_fn(config)(cls, box)
     for b in range(2):
         boxes, scores, classes = _plain(config, cls, box, b)
         found = []
@@ -86,7 +92,7 @@ def test_hard_nms_leaves_no_overlap_and_combined_is_valid():
     # per_class boxes are not clipped, so their IoUs are the ones NMS saw.
     config = _config(method="hard", iou_threshold=0.3, mode="per_class")
     cls, box = _raw_outputs(config)
-    out = postprocess.postprocess(cls, box, config)
+    out = build_postprocess_fn(config)(cls, box)
     n = out["num_detections"][0]
     boxes = out["detection_boxes"][0, :n].numpy()
     same_class = out["detection_classes"][0, :n].numpy()[:, None] == out["detection_classes"][0, :n].numpy()
@@ -98,7 +104,7 @@ def test_hard_nms_leaves_no_overlap_and_combined_is_valid():
     np.fill_diagonal(iou, 0)
     assert n > 10 and iou[same_class].max() <= 0.3 + 1e-6 and iou.max() > 0.3
 
-    combined = postprocess.postprocess(cls, box, _config(mode="combined", method="hard"))
+    combined = build_postprocess_fn(_config(mode="combined", method="hard"))(cls, box)
     n = combined["num_detections"].numpy()
     assert combined["detection_boxes"].shape == (2, 100, 4) and np.all(n > 0)
     classes = combined["detection_classes"].numpy()
@@ -112,18 +118,18 @@ def test_dynamic_batch_in_tf_function(mode):
     cls, box = _raw_outputs(config, batch=3, seed=1)
     specs = [tf.TensorSpec([None] + c.shape[1:], tf.float32) for c in cls]
     bspecs = [tf.TensorSpec([None] + b.shape[1:], tf.float32) for b in box]
-    fn = tf.function(lambda c, b: postprocess.postprocess(c, b, config, tf.ones([tf.shape(c[0])[0]])),
+    fn = tf.function(lambda c, b: build_postprocess_fn(config)(c, b, tf.ones([tf.shape(c[0])[0]])),
                      input_signature=[specs, bspecs])
     dynamic = fn(cls, box)
-    static = postprocess.postprocess(cls, box, config)
+    static = build_postprocess_fn(config)(cls, box)
     for key in postprocess.OUTPUT_KEYS:
         np.testing.assert_allclose(dynamic[key], static[key], rtol=1e-5, atol=1e-4)
     assert dynamic["detection_classes"].dtype == tf.int32 and dynamic["num_detections"].dtype == tf.int32
 
 
 def test_score_threshold_zero_falls_back_for_gaussian_and_max_nms_inputs():
-    assert postprocess.nms_parameters(_config(score_threshold=0.0).nms) == (0.5, 0.001, 0.25)
-    assert postprocess.nms_parameters(_config(method="hard", score_threshold=0.0).nms) == (0.5, 0.0, 0.0)
+    assert _nms_parameters(_config(score_threshold=0.0)) == (0.5, 0.001, 0.25)
+    assert _nms_parameters(_config(method="hard", score_threshold=0.0)) == (0.5, 0.0, 0.0)
     cls, box = _raw_outputs(_config())
-    out = postprocess.postprocess(cls, box, _config(max_nms_inputs=50))
+    out = build_postprocess_fn(_config(max_nms_inputs=50))(cls, box)
     assert 0 < out["num_detections"][0] <= 50

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from efficientdet_tf import anchors as anchors_lib
 from efficientdet_tf.config import get_config
-from efficientdet_tf.target_assigner import IGNORE, NEGATIVE, TargetAssigner
+from efficientdet_tf.factory import build_anchors, build_target_assigner
+from efficientdet_tf.ops.target_assigner import IGNORE, NEGATIVE
+from helpers import box_iou
 
 # Two levels, one anchor per location: 64x64 input -> P3 8x8 (stride 8), P4 4x4 (stride 16),
 # anchors 16x16 at P3 and 32x32 at P4 (anchor_scale 2).
@@ -17,32 +18,24 @@ def config():
     return get_config("efficientdet-d0", OVERRIDES)
 
 
-def _np_iou(a, b):
-    ih = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iw = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ih * iw
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def _flat(out, config):
-    cls = np.concatenate([out["cls_targets_%d" % l].numpy().reshape(-1) for l in (3, 4)])
-    box = np.concatenate([out["box_targets_%d" % l].numpy().reshape(-1, 4) for l in (3, 4)])
+    cls = np.concatenate([out["cls_targets_p%d" % l].numpy().reshape(-1) for l in (3, 4)])
+    box = np.concatenate([out["box_targets_p%d" % l].numpy().reshape(-1, 4) for l in (3, 4)])
     return cls, box
 
 
 def test_hand_built_case(config):
-    anchors = anchors_lib.anchors_for_config(config)
+    anchors = build_anchors(config)
     assert anchors.shape == (80, 4)
     # P3 anchor at row 1, col 2 is [4, 12, 20, 28]; box A equals it shifted by 1 px (IoU 0.77).
     # Box B is tiny (IoU < 0.5 with everything) and must be force-matched.
     # Box C exactly equals P4 anchor (row 2, col 1) = [24, 8, 56, 40].
     gt = np.array([[5, 12, 21, 28], [40, 42, 44, 46], [24, 8, 56, 40]], np.float32)
     classes = np.array([3, 7, 90])
-    out = TargetAssigner(config).assign(gt, classes)
+    out = build_target_assigner(config).assign(gt, classes)
     cls, box = _flat(out, config)
 
-    iou = _np_iou(gt, anchors)
+    iou = box_iou(gt, anchors)
     best = iou.argmax(0)
     positive = iou.max(0) >= 0.5
     positive[iou[1].argmax()] = True  # forced match of the tiny box
@@ -68,21 +61,21 @@ def test_hand_built_case(config):
 
 def test_layout_is_level_y_x_anchor(config):
     full = get_config("efficientdet-d0", "image_size=128")
-    assigner = TargetAssigner(full)
-    anchors = anchors_lib.anchors_for_config(full)
+    assigner = build_target_assigner(full)
+    anchors = build_anchors(full)
     index = 16 * 16 * 9 + (3 * 8 + 5) * 9 + 4  # P4, y=3, x=5, anchor 4
     out = assigner.assign(anchors[index][None], [2])
-    cls = out["cls_targets_4"].numpy()
+    cls = out["cls_targets_p4"].numpy()
     assert cls.shape == (8, 8, 9)
     assert cls[3, 5, 4] == 1
-    assert out["box_targets_4"].shape == (8, 8, 36)
-    np.testing.assert_allclose(out["box_targets_4"].numpy()[3, 5, 16:20], 0.0, atol=1e-6)
+    assert out["box_targets_p4"].shape == (8, 8, 36)
+    np.testing.assert_allclose(out["box_targets_p4"].numpy()[3, 5, 16:20], 0.0, atol=1e-6)
 
 
 def test_empty_and_padding_give_all_negative(config):
     for gt, classes in [(np.zeros([0, 4]), np.zeros([0])),
                         (np.array([[0, 0, 0, 0], [10, 10, 30, 30]]), np.array([1, 0]))]:
-        out = TargetAssigner(config).assign(gt.astype(np.float32), classes)
+        out = build_target_assigner(config).assign(gt.astype(np.float32), classes)
         cls, box = _flat(out, config)
         assert np.all(cls == NEGATIVE)
         assert np.all(box == 0)
@@ -91,7 +84,7 @@ def test_empty_and_padding_give_all_negative(config):
 
 def test_crowd_is_ignored_not_positive(config):
     crowd_box = np.array([[4, 12, 20, 28]], np.float32)  # equals P3 anchor (1, 2)
-    out = TargetAssigner(config).assign(crowd_box, [1], is_crowd=[1])
+    out = build_target_assigner(config).assign(crowd_box, [1], is_crowd=[1])
     cls, _ = _flat(out, config)
     assert out["num_positives"].numpy() == 0
     assert cls[1 * 8 + 2] == IGNORE

@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from pycocotools.coco import COCO
 
+from efficientdet_tf.data import label_map as label_maps
 from tfrecord_tools import convert, example_writer, inspect_tfrecord, make_shapes_dataset
 from tfrecord_tools.create_coco_tfrecord import create_coco_tfrecord
 from tfrecord_tools.create_voc_tfrecord import create_voc_tfrecord
@@ -110,7 +111,7 @@ def test_shapes_round_trip_keeps_every_box(shapes, tmp_path):
         decoded = tf.io.decode_jpeg(record["encoded"]).numpy()
         assert decoded.shape == (image["height"], image["width"], 3)
     with open(str(tmp_path / "train_label_map.yaml")) as f:
-        assert convert.load_label_map(f.name) == {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
+        assert label_maps.load_label_map(f.name) == {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
 
 
 def test_shapes_are_deterministic_with_tight_boxes(shapes):
@@ -401,6 +402,6 @@ def test_inspect_cli_reports_truncated_file(shapes, tmp_path):
     cmd = [sys.executable, "-m", "tfrecord_tools.inspect_tfrecord", "--input_pattern", paths[0]]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "label map: %s" % convert.label_map_path(str(tmp_path / "val")) in result.stdout
+    assert "label map: %s" % label_maps.label_map_path(str(tmp_path / "val")) in result.stdout
     assert "records: 2" in result.stdout
     assert "%s [2]: corrupt TFRecord data" % paths[0] in result.stdout

@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 
 from absl import app, flags
 
+from efficientdet_tf.data import label_map as label_maps
 from tfrecord_tools import convert
 from tfrecord_tools.report import ConversionReport
 
@@ -104,7 +105,7 @@ def create_voc_tfrecord(data_dir, set_name, output_prefix, label_map_file="", ig
     """Converts one VOC set; returns (shard paths, ConversionReport). Writes the COCO ground truth
     of what went into the records to `gt_json_file` (default <prefix>_gt.json)."""
     report = ConversionReport()
-    label_map = convert.load_label_map(label_map_file) if label_map_file else None
+    label_map = label_maps.load_label_map(label_map_file) if label_map_file else None
     dataset = read_voc(data_dir, set_name, label_map, ignore_difficult, report)
     paths, report, cleaned = convert.convert_dataset(
         dataset, os.path.join(data_dir, "JPEGImages"), output_prefix, num_shards, num_workers, report)

@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from efficientdet_tf.data import schema
+
 
 def _bytes(values):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
@@ -23,7 +25,7 @@ def _ints(values):
 
 def build_example(encoded_jpeg, width, height, source_id, filename, boxes, labels, texts=None,
                   areas=None, is_crowd=None, image_format="jpeg"):
-    """Returns a tf.train.Example for one picture (DESIGN §5 keys).
+    """Returns a tf.train.Example for one picture (the keys of `efficientdet_tf.data.schema`, docs/conventions.md).
 
     Args:
       encoded_jpeg: encoded bytes of an RGB picture (JPEG unless `image_format` says otherwise).
@@ -42,24 +44,24 @@ def build_example(encoded_jpeg, width, height, source_id, filename, boxes, label
     xmax = [(b[0] + b[2]) / width for b in boxes]
     ymax = [(b[1] + b[3]) / height for b in boxes]
     feature = {
-        "image/encoded": _bytes([encoded_jpeg]),
-        "image/format": _bytes([image_format.encode("utf-8")]),
-        "image/source_id": _bytes([str(source_id).encode("utf-8")]),
-        "image/height": _ints([height]),
-        "image/width": _ints([width]),
-        "image/filename": _bytes([filename.encode("utf-8")]),
-        "image/object/bbox/xmin": _floats(xmin),
-        "image/object/bbox/ymin": _floats(ymin),
-        "image/object/bbox/xmax": _floats(xmax),
-        "image/object/bbox/ymax": _floats(ymax),
-        "image/object/class/label": _ints([int(v) for v in labels]),
+        schema.ENCODED: _bytes([encoded_jpeg]),
+        schema.FORMAT: _bytes([image_format.encode("utf-8")]),
+        schema.SOURCE_ID: _bytes([str(source_id).encode("utf-8")]),
+        schema.HEIGHT: _ints([height]),
+        schema.WIDTH: _ints([width]),
+        schema.FILENAME: _bytes([filename.encode("utf-8")]),
+        schema.BBOX_XMIN: _floats(xmin),
+        schema.BBOX_YMIN: _floats(ymin),
+        schema.BBOX_XMAX: _floats(xmax),
+        schema.BBOX_YMAX: _floats(ymax),
+        schema.CLASS_LABEL: _ints([int(v) for v in labels]),
     }
     if texts is not None:
-        feature["image/object/class/text"] = _bytes([t.encode("utf-8") for t in texts])
+        feature[schema.CLASS_TEXT] = _bytes([t.encode("utf-8") for t in texts])
     if areas is not None:
-        feature["image/object/area"] = _floats([float(a) for a in areas])
+        feature[schema.AREA] = _floats([float(a) for a in areas])
     if is_crowd is not None:
-        feature["image/object/is_crowd"] = _ints([int(v) for v in is_crowd])
+        feature[schema.IS_CROWD] = _ints([int(v) for v in is_crowd])
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 

@@ -13,12 +13,12 @@ from absl import app, flags
 from google.protobuf.message import DecodeError
 from PIL import Image, ImageDraw
 
-from tfrecord_tools import convert
+from efficientdet_tf.data import label_map as label_maps
+from efficientdet_tf.data import schema
 
 FLAGS = flags.FLAGS
 
 SIZE_BINS = (0, 8, 16, 32, 64, 128, 256, 512)  # sqrt(box area) in pixels
-_BOX_KEYS = ("ymin", "xmin", "ymax", "xmax")
 
 
 def define_flags():
@@ -67,7 +67,7 @@ def expand_patterns(patterns):
 def default_label_map(path):
     """The label map a converter wrote beside shard `path`, or None when there is none."""
     prefix = re.sub(r"-\d{5}-of-\d{5}\.tfrecord$", "", path)
-    candidate = convert.label_map_path(prefix)
+    candidate = label_maps.label_map_path(prefix)
     return candidate if prefix != path and os.path.isfile(candidate) else None
 
 
@@ -87,10 +87,10 @@ def check_record(serialized, label_map=None, num_classes=0):
         return None, ["not a tf.train.Example (%s)" % error]
     fmap = example.features.feature
     problems = []
-    encoded = _values(fmap, "image/encoded", "bytes_list")
-    height = _values(fmap, "image/height", "int64_list")
-    width = _values(fmap, "image/width", "int64_list")
-    source_id = _values(fmap, "image/source_id", "bytes_list")
+    encoded = _values(fmap, schema.ENCODED, "bytes_list")
+    height = _values(fmap, schema.HEIGHT, "int64_list")
+    width = _values(fmap, schema.WIDTH, "int64_list")
+    source_id = _values(fmap, schema.SOURCE_ID, "bytes_list")
     if not source_id or not source_id[0]:
         problems.append("missing image/source_id")
     image = None
@@ -104,11 +104,11 @@ def check_record(serialized, label_map=None, num_classes=0):
     if image is not None and (height[:1], width[:1]) != ([image.shape[0]], [image.shape[1]]):
         problems.append("image/height,width %s,%s but the picture is %dx%d" % (
             height[:1], width[:1], image.shape[1], image.shape[0]))
-    coords = [_values(fmap, "image/object/bbox/" + k, "float_list") for k in _BOX_KEYS]
-    labels = _values(fmap, "image/object/class/label", "int64_list")
-    texts = [t.decode("utf-8", "replace") for t in _values(fmap, "image/object/class/text", "bytes_list")]
-    optional = [texts, _values(fmap, "image/object/area", "float_list"),
-                _values(fmap, "image/object/is_crowd", "int64_list")]
+    coords = [_values(fmap, key, "float_list") for key in schema.BBOX_KEYS]
+    labels = _values(fmap, schema.CLASS_LABEL, "int64_list")
+    texts = [t.decode("utf-8", "replace") for t in _values(fmap, schema.CLASS_TEXT, "bytes_list")]
+    optional = [texts, _values(fmap, schema.AREA, "float_list"),
+                _values(fmap, schema.IS_CROWD, "int64_list")]
     # Optional per-box lists may be absent, but when present they must have one value per box.
     lengths = {len(c) for c in coords} | {len(labels)} | {len(v) for v in optional if v}
     if len(lengths) != 1:
@@ -220,7 +220,7 @@ def main(argv):
     del argv
     files = expand_patterns(FLAGS.input_pattern)
     label_map_file = FLAGS.label_map or default_label_map(files[0])
-    label_map = convert.load_label_map(label_map_file) if label_map_file else None
+    label_map = label_maps.load_label_map(label_map_file) if label_map_file else None
     if label_map_file:
         print("label map: %s" % label_map_file)
     if FLAGS.render and not FLAGS.output_dir:

@@ -1,10 +1,11 @@
 """Loads the official TF1 name-based EfficientDet / EfficientNet checkpoints into a Keras model."""
 
 import logging
-import os
 import re
 
 import numpy as np
+
+from efficientdet_tf.checkpoints.errors import CheckpointError, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ OFFICIAL_URLS.update({
 })
 
 
-class CheckpointError(ValueError):
-    """The checkpoint cannot be found, read, or does not fit the model."""
-
-
 def official_name(layer, variable):
     """The official checkpoint name of one Keras variable of `layer`."""
     short = variable.name
@@ -41,27 +38,6 @@ def model_variables(model):
         for variable in layer.weights:
             mapping[official_name(layer, variable)] = variable
     return mapping
-
-
-def resolve_checkpoint(path):
-    """Returns the checkpoint prefix for a prefix, a directory or an `.index` file path."""
-    path = os.fspath(path)
-    if path.endswith(".index"):
-        path = path[: -len(".index")]
-    if os.path.isdir(path):
-        import tensorflow as tf
-        prefix = tf.train.latest_checkpoint(path)
-        if prefix is None:
-            indexes = sorted(f for f in os.listdir(path) if f.endswith(".index"))
-            if len(indexes) == 1:
-                prefix = os.path.join(path, indexes[0][: -len(".index")])
-        if prefix is None:
-            raise CheckpointError("no checkpoint in directory %s (expected a 'checkpoint' file or one "
-                                  "'<prefix>.index')" % path)
-        return prefix
-    if not os.path.isfile(path + ".index"):
-        raise CheckpointError("checkpoint not found: %s (no %s.index)" % (path, path))
-    return path
 
 
 def read_checkpoint(prefix):

@@ -63,7 +63,7 @@ def main(argv):
     from efficientdet_tf.inference import Detector
     from efficientdet_tf.visualize import draw_detections
     from tfrecord_tools import create_coco_tfrecord
-    from tfrecord_tools.convert import load_label_map, label_map_path
+    from efficientdet_tf.data.label_map import label_map_path, load_label_map
     from tfrecord_tools.inspect_tfrecord import format_inspection, inspect_records
     from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
 

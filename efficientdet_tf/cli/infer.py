@@ -53,7 +53,7 @@ def main(argv):
     from efficientdet_tf.visualize import draw_detections
     label_map = {}
     if FLAGS.label_map:
-        from tfrecord_tools.convert import load_label_map
+        from efficientdet_tf.data.label_map import load_label_map
         label_map = load_label_map(FLAGS.label_map)
     if FLAGS.saved_model_dir:
         detect = _saved_model_detector(FLAGS.saved_model_dir)

@@ -6,7 +6,7 @@ stateless seed (int32/int64 [2]) so a fixed pipeline seed reproduces the same pi
 
 import tensorflow as tf
 
-from efficientdet_tf.data.preprocess import resize_scale
+from efficientdet_tf.ops.preprocess import resize_scale
 
 
 def random_horizontal_flip(image, boxes, seed, probability=0.5):

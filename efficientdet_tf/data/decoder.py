@@ -1,4 +1,4 @@
-"""Decoding of detection tf.Examples (DESIGN §5 keys) into the pipeline's internal dict.
+"""Decoding of detection tf.Examples (the keys of `efficientdet_tf.data.schema`, docs/conventions.md) into the pipeline's internal dict.
 
 Two stages keep the expensive part after shuffling: `parse_example` turns serialized bytes into a
 "raw" dict that still holds the encoded image and normalised boxes; `decode_raw` decodes the image
@@ -14,16 +14,19 @@ pixels), classes, is_crowd, area (float32 [N]; box areas when the record had non
 
 import tensorflow as tf
 
+from efficientdet_tf.data import schema
+from efficientdet_tf.ops.image_decoding import decode_image
+
 _FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature((), tf.string),
-    "image/source_id": tf.io.FixedLenFeature((), tf.string, default_value=""),
-    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-    "image/object/area": tf.io.VarLenFeature(tf.float32),
-    "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
+    schema.ENCODED: tf.io.FixedLenFeature((), tf.string),
+    schema.SOURCE_ID: tf.io.FixedLenFeature((), tf.string, default_value=""),
+    schema.BBOX_YMIN: tf.io.VarLenFeature(tf.float32),
+    schema.BBOX_XMIN: tf.io.VarLenFeature(tf.float32),
+    schema.BBOX_YMAX: tf.io.VarLenFeature(tf.float32),
+    schema.BBOX_XMAX: tf.io.VarLenFeature(tf.float32),
+    schema.CLASS_LABEL: tf.io.VarLenFeature(tf.int64),
+    schema.AREA: tf.io.VarLenFeature(tf.float32),
+    schema.IS_CROWD: tf.io.VarLenFeature(tf.int64),
 }
 
 
@@ -39,32 +42,25 @@ def parse_example(serialized):
     cannot be paired with labels is not guessed at.
     """
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    coords = [_dense(parsed["image/object/bbox/" + k]) for k in ("ymin", "xmin", "ymax", "xmax")]
-    classes = tf.cast(_dense(parsed["image/object/class/label"]), tf.int32)
+    coords = [_dense(parsed[key]) for key in schema.BBOX_KEYS]
+    classes = tf.cast(_dense(parsed[schema.CLASS_LABEL]), tf.int32)
     num = tf.size(classes)
     checks = [tf.debugging.assert_equal(tf.size(c), num, message="box and label counts differ")
               for c in coords]
     with tf.control_dependencies(checks):
         boxes = tf.stack(coords, axis=-1)
-    is_crowd = tf.cast(_dense(parsed["image/object/is_crowd"]), tf.int32)
+    is_crowd = tf.cast(_dense(parsed[schema.IS_CROWD]), tf.int32)
     # Crowd flags are optional; a missing list means "no crowd boxes".
     is_crowd = tf.cond(tf.equal(tf.size(is_crowd), num), lambda: is_crowd,
                        lambda: tf.zeros([num], tf.int32))
     return {
-        "encoded": parsed["image/encoded"],
-        "source_id": parsed["image/source_id"],
+        "encoded": parsed[schema.ENCODED],
+        "source_id": parsed[schema.SOURCE_ID],
         "boxes": boxes,
         "classes": classes,
         "is_crowd": is_crowd,
-        "area": _dense(parsed["image/object/area"]),
+        "area": _dense(parsed[schema.AREA]),
     }
-
-
-def decode_image(encoded):
-    """Decodes JPEG/PNG/GIF/BMP bytes to uint8 [H, W, 3]; grayscale and RGBA become RGB."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def decode_raw(raw):

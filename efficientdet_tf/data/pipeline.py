@@ -1,15 +1,17 @@
 """The training / evaluation input pipeline: TFRecords or TFDS -> batched images and targets.
 
 Output of the dataset: (images, labels). images: float32 [B, S, S, 3], normalised, zero-padded in
-normalised space. labels: 'cls_targets_<l>' int32 [B, H, W, A], 'box_targets_<l>' float32
-[B, H, W, A*4], 'num_positives' float32 [B], 'image_scale' float32 [B] (1 / resize scale: boxes in
-the network frame times image_scale are original-picture pixels), 'source_id' string [B],
-'image_id' int64 [B] (source_id as a number, or a hash of it when it is not numeric),
-'image_height'/'image_width' int32 [B] (original picture), 'groundtruth_boxes' float32 [B, K, 4],
-'groundtruth_classes' int32 [B, K] (1-based, 0 = padding), 'groundtruth_is_crowd' int32 [B, K],
-'groundtruth_area' float32 [B, K], 'num_groundtruth' int32 [B], with K = max_instances_per_image.
-Ground-truth boxes are original-picture pixels for evaluation, network-frame pixels (after
-augmentation) for training.
+normalised space. labels (K = data.max_instances_per_image, levels l = min..max):
+- targets: 'cls_targets_p<l>' int32 [B, H, W, A], 'box_targets_p<l>' float32 [B, H, W, A*4],
+  'num_positives' float32 [B];
+- 'image_scale' float32 [B] (1 / resize scale: network-frame pixels times image_scale are
+  original-picture pixels), 'source_id' string [B], 'image_id' int64 [B] (source_id as a number, or
+  a hash of it when it is not numeric);
+- training only, in the network frame (after augmentation): 'boxes' float32 [B, K, 4] and 'classes'
+  int32 [B, K] (1-based, 0 = padding);
+- evaluation only, in the original picture's frame: 'groundtruths', a dict of 'boxes' float32
+  [B, K, 4], 'classes' int32 [B, K], 'is_crowd' int32 [B, K], 'area' float32 [B, K],
+  'num_groundtruths' int32 [B], 'height' / 'width' int32 [B] (original picture).
 """
 
 import sys
@@ -17,8 +19,9 @@ import sys
 from absl import logging
 import tensorflow as tf
 
-from efficientdet_tf import target_assigner
-from efficientdet_tf.data import augment, autoaugment, decoder, preprocess, tfds_source
+from efficientdet_tf import factory
+from efficientdet_tf.data import augment, autoaugment, decoder, tfds_source
+from efficientdet_tf.ops import preprocess
 
 _OK, _END, _BROKEN_FILE, _BAD_RECORD, _BAD_LABEL = 0, 1, 2, 3, 4
 
@@ -64,7 +67,8 @@ class InputPipeline:
         self.seed = int(data.seed) if data.deterministic else None
         self.skip_corrupt = bool(data.skip_corrupt)
         self.skipped = []  # (file, record index, byte offset, reason), each at most once
-        self._assigner = target_assigner.TargetAssigner(config)
+        self._assigner = factory.build_target_assigner(config)
+        self._normalize = factory.build_normalizer(config)
 
     # ---- sources -------------------------------------------------------------------------------
 
@@ -200,29 +204,36 @@ class InputPipeline:
                              % data.autoaugment_policy)
         if data.input_rand_hflip:
             image, boxes = augment.random_horizontal_flip(image, boxes, flip_seed)
-        image = preprocess.normalize_image(image, self.config)
+        image = self._normalize(image)
         image, boxes, image_scale = augment.random_scale_crop(
             image, boxes, self.config.image_size, data.jitter_min, data.jitter_max, crop_seed)
-        boxes, classes, is_crowd, area = augment.filter_boxes(
+        boxes, classes, is_crowd, _ = augment.filter_boxes(
             boxes, element["classes"], element["is_crowd"], element["area"])
-        return self._outputs(element, image, image_scale, boxes, boxes, classes, is_crowd, area)
+        image, labels = self._outputs(element, image, image_scale, boxes, classes, is_crowd)
+        limit = self.config.data.max_instances_per_image
+        labels.update(boxes=_pad(boxes, limit), classes=_pad(classes, limit))
+        return image, labels
 
     def _eval_transform(self, element):
-        image = preprocess.normalize_image(element["image"], self.config)
-        image, image_scale = preprocess.resize_and_pad(image, self.config.image_size)
+        image, image_scale = preprocess.resize_and_pad(self._normalize(element["image"]), self.config.image_size)
         boxes = element["boxes"]
-        return self._outputs(element, image, image_scale, boxes / image_scale, boxes,
-                             element["classes"], element["is_crowd"], element["area"])
-
-    def _outputs(self, element, image, image_scale, net_boxes, gt_boxes, classes, is_crowd, area):
-        """Targets from network-frame boxes; ground truth padded to max_instances_per_image."""
-        labels = self._assigner.assign(net_boxes, classes, is_crowd)
+        image, labels = self._outputs(element, image, image_scale, boxes / image_scale,
+                                      element["classes"], element["is_crowd"])
         limit = self.config.data.max_instances_per_image
-        num = tf.shape(classes)[0]
+        num = tf.shape(element["classes"])[0]
         warn = tf.cond(num > limit, lambda: _print_truncation(element["source_id"], num, limit),
                        lambda: tf.constant(False))
         with tf.control_dependencies([warn]):
             num = tf.minimum(num, limit)
+        labels["groundtruths"] = {
+            "boxes": _pad(boxes, limit), "classes": _pad(element["classes"], limit),
+            "is_crowd": _pad(element["is_crowd"], limit), "area": _pad(element["area"], limit),
+            "num_groundtruths": num, "height": element["height"], "width": element["width"]}
+        return image, labels
+
+    def _outputs(self, element, image, image_scale, net_boxes, classes, is_crowd):
+        """Anchor targets from network-frame boxes, and the picture's identity and scale."""
+        labels = self._assigner.assign(net_boxes, classes, is_crowd)
         source_id = element["source_id"]
         labels.update({
             "image_scale": tf.cast(image_scale, tf.float32),
@@ -230,13 +241,6 @@ class InputPipeline:
             "image_id": tf.cond(tf.strings.regex_full_match(source_id, "[0-9]{1,18}"),
                                 lambda: tf.strings.to_number(source_id, tf.int64),
                                 lambda: tf.strings.to_hash_bucket_fast(source_id, 2 ** 62)),
-            "image_height": element["height"],
-            "image_width": element["width"],
-            "groundtruth_boxes": _pad(gt_boxes, limit),
-            "groundtruth_classes": _pad(classes, limit),
-            "groundtruth_is_crowd": _pad(is_crowd, limit),
-            "groundtruth_area": _pad(area, limit),
-            "num_groundtruth": num,
         })
         size = self.config.image_size
         return tf.ensure_shape(image, [size, size, 3]), labels

@@ -5,9 +5,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from efficientdet_tf import factory
+from efficientdet_tf.data import schema
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
-from efficientdet_tf.inference import preprocess_images, raw_output_dict
-from efficientdet_tf.postprocess import postprocess
+from efficientdet_tf.inference import raw_output_dict
+from efficientdet_tf.ops.image_decoding import decode_image
 
 FOLD_TOLERANCE = 1e-4
 
@@ -24,23 +26,11 @@ def check_picture(size):
 def fold_and_check(model, config):
     """`fold_batch_norms(model)`, verified within FOLD_TOLERANCE (relative above 1) on `check_picture`."""
     folded = fold_batch_norms(model)
-    inputs, _ = preprocess_images(check_picture(config.image_size)[None], config)
+    inputs, _ = factory.build_preprocessor(config)(check_picture(config.image_size)[None])
     error = folding_error(model, folded, inputs)
     if error > FOLD_TOLERANCE:
         raise RuntimeError("batch-norm folding changed the outputs by %.3g (> %g)" % (error, FOLD_TOLERANCE))
     return folded
-
-
-def decode_image_bytes(image_bytes):
-    """Decodes one JPEG/PNG/GIF/BMP string to uint8 RGB [h, w, 3] (grayscale and RGBA converted).
-
-    Empty strings and non-image bytes raise InvalidArgumentError with a message that says so.
-    """
-    with tf.control_dependencies([tf.debugging.assert_greater(
-            tf.strings.length(image_bytes), 0, message="image_bytes: empty string, expected JPEG or PNG")]):
-        image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 class ServingModule(tf.Module):
@@ -51,12 +41,14 @@ class ServingModule(tf.Module):
         super().__init__()
         self.network = network
         self._config = config
+        self._preprocess = factory.build_preprocessor(config)
+        self._postprocess = factory.build_postprocess_fn(config)
         size = config.image_size
         self._run = tf.function(lambda x, training=False: network(x, training=training),
                                 jit_compile=jit_compile)
 
         def images_fn(images):
-            inputs, scales = preprocess_images(images, config)
+            inputs, scales = self._preprocess(images)
             return self._detect(inputs, scales)
 
         def image_bytes_fn(image_bytes):
@@ -64,8 +56,8 @@ class ServingModule(tf.Module):
 
         def tf_example_fn(serialized_example):
             features = tf.io.parse_example(
-                serialized_example, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})
-            return self._detect(*self._decode_batch(features["image/encoded"]))
+                serialized_example, {schema.ENCODED: tf.io.FixedLenFeature([], tf.string)})
+            return self._detect(*self._decode_batch(features[schema.ENCODED]))
 
         def raw_fn(normalized_images):
             return raw_output_dict(self._run, config, normalized_images)
@@ -82,7 +74,7 @@ class ServingModule(tf.Module):
     def _decode_batch(self, image_bytes):
         """Decodes and preprocesses each picture on its own (sizes may differ within the batch)."""
         def one(data):
-            inputs, scales = preprocess_images(decode_image_bytes(data)[None], self._config)
+            inputs, scales = self._preprocess(decode_image(data)[None])
             return inputs[0], scales[0]
         size = self._config.image_size
         return tf.map_fn(one, image_bytes, fn_output_signature=(
@@ -90,7 +82,7 @@ class ServingModule(tf.Module):
 
     def _detect(self, inputs, image_scales):
         class_outputs, box_outputs = self._run(inputs)
-        return postprocess(list(class_outputs), list(box_outputs), self._config, image_scales)
+        return self._postprocess(list(class_outputs), list(box_outputs), image_scales)
 
     def signatures(self):
         """{signature name: concrete function} for tf.saved_model.save."""

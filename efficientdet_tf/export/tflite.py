@@ -6,8 +6,9 @@ import tempfile
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from efficientdet_tf.export.saved_model import decode_image_bytes
+from efficientdet_tf.data import schema
 from efficientdet_tf.inference import detect_images, raw_output_dict
+from efficientdet_tf.ops.image_decoding import decode_image
 
 QUANTIZATIONS = ("fp32", "fp16", "int8")
 
@@ -24,8 +25,8 @@ def calibration_images(file_pattern, input_size, count=100):
     records = tf.data.TFRecordDataset(files).take(count)
     for record in records:
         encoded = tf.io.parse_single_example(
-            record, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})["image/encoded"]
-        image = tf.image.resize(decode_image_bytes(encoded), input_size)
+            record, {schema.ENCODED: tf.io.FixedLenFeature([], tf.string)})[schema.ENCODED]
+        image = tf.image.resize(decode_image(encoded), input_size)
         yield [tf.cast(tf.round(image), tf.uint8)[None].numpy()]
 
 

@@ -2,6 +2,7 @@
 
 import keras
 
+from efficientdet_tf.ops.anchors import halve
 from efficientdet_tf.model.layers import NearestUpsample, WeightedFusion, activation
 
 
@@ -90,7 +91,7 @@ def bifpn(features, min_level, max_level, num_filters, num_cells, fusion, act_ty
     sizes = {}
     size = features[5].shape[1:3]
     for level in range(6, max_level + 1):
-        size = ((size[0] - 1) // 2 + 1, (size[1] - 1) // 2 + 1)
+        size = (halve(size[0]), halve(size[1]))
         sizes[level] = size
     feats = extra_levels(features, sizes, max_level, num_filters, bn_args)
     feats = {level: feats[level] for level in range(min_level, max_level + 1)}

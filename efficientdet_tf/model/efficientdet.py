@@ -6,6 +6,7 @@ from efficientdet_tf.config import Config, get_config
 from efficientdet_tf.model.bifpn import bifpn
 from efficientdet_tf.model.efficientnet import efficientnet_features
 from efficientdet_tf.model.heads import box_head, class_head
+from efficientdet_tf.ops import anchors
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")
@@ -19,7 +20,7 @@ class EfficientDet(keras.Model):
     """
 
     def __init__(self, config, name=None, **kwargs):
-        cfg = config if isinstance(config, Config) else Config(dict(config))
+        cfg = config if isinstance(config, Config) else get_config(config["name"], config)
         size = cfg.image_size
         images = keras.Input(shape=(size, size, 3), name="images")
         bn_args = dict(momentum=cfg.batch_norm_momentum, epsilon=cfg.batch_norm_epsilon)
@@ -31,7 +32,7 @@ class EfficientDet(keras.Model):
         feats = bifpn({level: features[level] for level in range(cfg.min_level, 6)}, cfg.min_level,
                       cfg.max_level, cfg.fpn_num_filters, cfg.fpn_cell_repeats, cfg.fpn_weight_method,
                       cfg.act_type, bn_args)
-        num_anchors = cfg.num_scales * len(cfg.aspect_ratios)
+        num_anchors = anchors.num_anchors(cfg.anchors.num_scales, cfg.anchors.aspect_ratios)
         head_args = dict(num_filters=cfg.fpn_num_filters, repeats=cfg.box_class_repeats,
                          act_type=cfg.act_type, bn_args=bn_args, survival_prob=cfg.head_survival_prob)
         class_outputs = class_head(feats, cfg.num_classes, num_anchors, **head_args)
@@ -41,11 +42,23 @@ class EfficientDet(keras.Model):
         self.config = cfg
 
     def get_config(self):
-        return {"config": self.config.as_dict(), "name": self.name}
+        # Only what defines the network: data paths, schedules and NMS settings stay out of .keras files.
+        return {"config": self.config.network_dict(), "name": self.name}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        network = config["config"]
+        return cls(get_config(network["name"], network), name=config.get("name"))
+
+
+def backbone_layers(model):
+    """The EfficientNet backbone's layers of a built EfficientDet (for freezing and fine-tuning).
+
+    Backbone layers are those under the official `efficientnet-*` scope; the BiFPN (`resample_p6`,
+    `fpn_cells`) and the heads (`class_net`, `box_net`) are not included.
+    """
+    prefix = model.config.backbone_name + "."
+    return [layer for layer in model.layers if layer.name.startswith(prefix)]
 
 
 def build_model(name_or_config="efficientdet-d0", overrides=None, **kwargs):
@@ -64,3 +77,19 @@ def build_model(name_or_config="efficientdet-d0", overrides=None, **kwargs):
     if kwargs:
         config = config.replace(kwargs)
     return EfficientDet(config)
+
+
+def backbone_layers(model):
+    """The layers of the EfficientNet backbone (names start with 'efficientnet-'), in model order."""
+    return [layer for layer in model.layers if layer.name.startswith("efficientnet-")]
+
+
+def set_batch_norm_synchronized(model, synchronized=True):
+    """Makes every BatchNormalization layer compute batch statistics over all replicas (or not).
+
+    Used by the distributed trainer; variable names, weights and inference outputs are unchanged.
+    Keras reads the flag when the layer runs, so it can be switched on a built model.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(synchronized)

@@ -3,8 +3,13 @@
 import numpy as np
 
 
+def halve(size):
+    """The size of the next coarser level: s -> (s - 1) // 2 + 1 ('SAME' stride-2 convolution)."""
+    return (size - 1) // 2 + 1
+
+
 def feature_sizes(image_size, min_level, max_level):
-    """Spatial size of each level, following s -> (s - 1) // 2 + 1 from the input size.
+    """Spatial size of each level, halving the input size level by level (see `halve`).
 
     `image_size` is an int or (height, width). Returns {level: (height, width)} for min..max.
     """
@@ -12,8 +17,13 @@ def feature_sizes(image_size, min_level, max_level):
     sizes = {0: (int(height), int(width))}
     for level in range(1, max_level + 1):
         h, w = sizes[level - 1]
-        sizes[level] = ((h - 1) // 2 + 1, (w - 1) // 2 + 1)
+        sizes[level] = (halve(h), halve(w))
     return {level: sizes[level] for level in range(min_level, max_level + 1)}
+
+
+def num_anchors(num_scales, aspect_ratios):
+    """Anchors per feature-map location: one per octave scale and aspect ratio."""
+    return int(num_scales) * len(aspect_ratios)
 
 
 def generate_anchors(image_size, min_level=3, max_level=7, num_scales=3,
@@ -42,13 +52,3 @@ def generate_anchors(image_size, min_level=3, max_level=7, num_scales=3,
         boxes = np.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1)
         per_level.append(boxes.reshape(-1, 4))
     return np.concatenate(per_level, axis=0).astype(np.float32)
-
-
-def anchors_for_config(config, image_size=None):
-    """Anchors of the model described by `config` (an efficientdet_tf Config)."""
-    return generate_anchors(image_size or config.image_size, config.min_level, config.max_level,
-                            config.num_scales, config.aspect_ratios, config.anchor_scale)
-
-
-def num_anchors_per_location(config):
-    return config.num_scales * len(config.aspect_ratios)

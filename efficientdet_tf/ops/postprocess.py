@@ -4,8 +4,7 @@ import functools
 
 import tensorflow as tf
 
-from efficientdet_tf import box_coder
-from efficientdet_tf.anchors import anchors_for_config
+from efficientdet_tf.ops import box_coder
 
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
@@ -27,15 +26,17 @@ def flatten_outputs(class_outputs, box_outputs, num_classes):
     return tf.cast(logits, tf.float32), tf.cast(deltas, tf.float32)
 
 
-def nms_parameters(nms):
-    """(iou_threshold, score_threshold, tf_soft_nms_sigma) for an `nms` config section.
+def nms_parameters(method, iou_threshold, score_threshold, sigma):
+    """(iou_threshold, score_threshold, tf_soft_nms_sigma) of one NMS method.
 
     Gaussian soft-NMS follows the reference: a score threshold of 0 falls back to 0.001, a sigma of 0
     to 0.5, and TF's soft_nms_sigma is half the paper's sigma. Hard NMS uses sigma 0.
     """
-    if nms.method == "gaussian":
-        return float(nms.iou_threshold), float(nms.score_threshold or 0.001), float(nms.sigma or 0.5) / 2.0
-    return float(nms.iou_threshold), float(nms.score_threshold), 0.0
+    if method == "gaussian":
+        return float(iou_threshold), float(score_threshold or 0.001), float(sigma or 0.5) / 2.0
+    if method != "hard":
+        raise ValueError("NMS method must be 'gaussian' or 'hard', got %r" % (method,))
+    return float(iou_threshold), float(score_threshold), 0.0
 
 
 def _map_images(fn, elems, signature):
@@ -93,61 +94,67 @@ def _combined_nms(boxes, logits, max_out, params):
     return out.nmsed_boxes, out.nmsed_scores, classes, out.valid_detections
 
 
-def postprocess(class_outputs, box_outputs, config, image_scales=None):
+def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_classes, image_size,
+                mode="global", method="gaussian", iou_threshold=0.5, score_threshold=0.001, sigma=0.5,
+                max_detections=100, max_nms_inputs=0):
     """Turns raw head outputs of a batch into detections.
 
-    Per anchor the best class and its logit are kept (optionally only the `nms.max_nms_inputs` best
-    anchors), boxes are decoded against the anchors and scores are sigmoid(logit). Then, by
-    `config.nms.mode`:
-      - 'global': one class-agnostic NMS (Gaussian soft-NMS or hard, `nms.method`); boxes clipped to
+    Per anchor the best class and its logit are kept (optionally only the `max_nms_inputs` best
+    anchors), boxes are decoded against the anchors and scores are sigmoid(logit). Then, by `mode`:
+      - 'global': one class-agnostic NMS (Gaussian soft-NMS or hard, `method`); boxes clipped to
         [0, image_size] of the network input.
       - 'per_class': NMS inside each class (anchors whose best class it is), then the top
         `max_detections` by score over all classes; boxes not clipped (as the reference).
       - 'combined': tf.image.combined_non_max_suppression over every class score of every anchor
-        (always hard NMS with `nms.iou_threshold`); boxes clipped like 'global'.
+        (always hard NMS with `iou_threshold`); boxes clipped like 'global'.
     Boxes are finally multiplied by `image_scales` (original pixels per network-input pixel).
 
     Args:
       class_outputs: list over levels of [B, H, W, A * num_classes].
       box_outputs: list over levels of [B, H, W, A * 4].
-      config: the model's Config (uses image_size, num_classes, anchors and `nms`).
       image_scales: optional float [B]; 1 when omitted.
+      anchors: float32 [N, 4] anchors in head-output order (`anchors.generate_anchors`).
+      num_classes: class channels per anchor.
+      image_size: network input side (clipping).
+      mode, method, iou_threshold, score_threshold, sigma, max_detections, max_nms_inputs: the NMS
+        (the `nms` hparams section; `factory.build_postprocess_fn` fills them in).
 
     Returns:
       dict with detection_boxes float32 [B, M, 4] ([ymin, xmin, ymax, xmax]), detection_scores
       float32 [B, M], detection_classes int32 [B, M] (1-based ids, 0 for padding), num_detections
-      int32 [B]; M = nms.max_detections. Padded entries are zero.
+      int32 [B]; M = max_detections. Padded entries are zero.
     """
-    nms = config.nms
-    max_out = int(nms.max_detections)
-    params = nms_parameters(nms)
-    logits, deltas = flatten_outputs(class_outputs, box_outputs, config.num_classes)
-    anchors = tf.constant(anchors_for_config(config))
+    if mode not in ("global", "per_class", "combined"):
+        raise ValueError("NMS mode must be 'global', 'per_class' or 'combined', got %r" % (mode,))
+    max_out = int(max_detections)
+    params = nms_parameters(method, iou_threshold, score_threshold, sigma)
+    logits, deltas = flatten_outputs(class_outputs, box_outputs, num_classes)
+    anchors = tf.constant(anchors, tf.float32)
     if logits.shape[1] is not None and logits.shape[1] != anchors.shape[0]:
-        raise ValueError("head outputs hold %d anchors but the config gives %d (image_size %d?)"
-                         % (logits.shape[1], anchors.shape[0], config.image_size))
+        raise ValueError("head outputs hold %d anchors but the anchor grid has %d (image_size %d?)"
+                         % (logits.shape[1], anchors.shape[0], image_size))
     anchors = tf.broadcast_to(anchors[None], tf.shape(deltas))
-    if nms.max_nms_inputs > 0:
-        _, top = tf.math.top_k(tf.reduce_max(logits, axis=-1), k=int(nms.max_nms_inputs))
+    if max_nms_inputs > 0:
+        _, top = tf.math.top_k(tf.reduce_max(logits, axis=-1), k=int(max_nms_inputs))
         logits = tf.gather(logits, top, batch_dims=1)
         deltas = tf.gather(deltas, top, batch_dims=1)
         anchors = tf.gather(anchors, top, batch_dims=1)
     boxes = box_coder.decode(deltas, anchors)
 
-    if nms.mode == "combined":
+    if mode == "combined":
         boxes, scores, classes, valid = _combined_nms(boxes, logits, max_out, params)
     else:
         scores = tf.sigmoid(tf.reduce_max(logits, axis=-1))
         classes = tf.argmax(logits, axis=-1, output_type=tf.int32)
-        if nms.mode == "per_class":
+        if mode == "per_class":
             fn = functools.partial(_per_class_nms, max_out=max_out, params=params,
-                                   num_classes=config.num_classes)
+                                   num_classes=num_classes)
         else:
             fn = functools.partial(_global_nms, max_out=max_out, params=params)
         boxes, scores, classes, valid = _map_images(
             fn, (boxes, scores, classes), (tf.float32, tf.float32, tf.int32, tf.int32))
-    if nms.mode != "per_class":
-        boxes = tf.clip_by_value(boxes, 0.0, float(config.image_size))
+    if mode != "per_class":
+        boxes = tf.clip_by_value(boxes, 0.0, float(image_size))
     if image_scales is not None:
         boxes = boxes * tf.reshape(tf.cast(image_scales, tf.float32), [-1, 1, 1])
     return {"detection_boxes": boxes, "detection_scores": scores,

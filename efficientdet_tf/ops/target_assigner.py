@@ -7,8 +7,8 @@ matched_threshold, or an anchor that matches only a crowd box).
 
 import tensorflow as tf
 
-from efficientdet_tf import anchors as anchors_lib
-from efficientdet_tf import box_coder
+from efficientdet_tf.ops import anchors as anchors_lib
+from efficientdet_tf.ops import box_coder
 
 NEGATIVE = -1
 IGNORE = -2
@@ -30,7 +30,7 @@ def pairwise_iou(boxes_a, boxes_b):
 class TargetAssigner:
     """Assigns ground truth to the anchors of one model (fixed input size).
 
-    Matching (DESIGN §4): an anchor is positive when its best IoU with a non-crowd ground-truth
+    Matching (docs/conventions.md): an anchor is positive when its best IoU with a non-crowd ground-truth
     box is >= matched_threshold, negative when it is < unmatched_threshold (the two are equal by
     default: no ignore band); every valid ground-truth box is also force-matched to its best
     anchor (on ties between boxes for one anchor, the lower box index wins). Padding rows (label
@@ -38,13 +38,15 @@ class TargetAssigner:
     whose IoU with a crowd box reaches matched_threshold becomes IGNORE.
     """
 
-    def __init__(self, config, image_size=None):
-        image_size = image_size or config.image_size
-        self.anchors = tf.constant(anchors_lib.anchors_for_config(config, image_size))
-        self.levels = anchors_lib.feature_sizes(image_size, config.min_level, config.max_level)
-        self.num_anchors = anchors_lib.num_anchors_per_location(config)
-        self.matched_threshold = float(config.matched_threshold)
-        self.unmatched_threshold = float(config.unmatched_threshold)
+    def __init__(self, image_size, min_level=3, max_level=7, num_scales=3, aspect_ratios=(1.0, 2.0, 0.5),
+                 anchor_scale=4.0, matched_threshold=0.5, unmatched_threshold=0.5):
+        """Args: the anchor grid (see `anchors.generate_anchors`) and the two IoU thresholds."""
+        self.anchors = tf.constant(anchors_lib.generate_anchors(
+            image_size, min_level, max_level, num_scales, aspect_ratios, anchor_scale))
+        self.levels = anchors_lib.feature_sizes(image_size, min_level, max_level)
+        self.num_anchors = anchors_lib.num_anchors(num_scales, aspect_ratios)
+        self.matched_threshold = float(matched_threshold)
+        self.unmatched_threshold = float(unmatched_threshold)
 
     def match(self, boxes, classes, is_crowd=None):
         """Flat per-anchor targets.
@@ -96,7 +98,7 @@ class TargetAssigner:
     def assign(self, boxes, classes, is_crowd=None):
         """Per-level targets shaped like the head outputs.
 
-        Returns a dict: 'cls_targets_<level>' int32 [H, W, A], 'box_targets_<level>' float32
+        Returns a dict: 'cls_targets_p<level>' int32 [H, W, A], 'box_targets_p<level>' float32
         [H, W, A * 4] (anchor-major, [dy, dx, dh, dw]-minor) and 'num_positives' float32.
         """
         cls_targets, box_targets, num_positives = self.match(boxes, classes, is_crowd)
@@ -104,9 +106,9 @@ class TargetAssigner:
         start = 0
         for level, (height, width) in self.levels.items():
             count = height * width * self.num_anchors
-            out["cls_targets_%d" % level] = tf.reshape(
+            out["cls_targets_p%d" % level] = tf.reshape(
                 cls_targets[start:start + count], [height, width, self.num_anchors])
-            out["box_targets_%d" % level] = tf.reshape(
+            out["box_targets_p%d" % level] = tf.reshape(
                 box_targets[start:start + count], [height, width, self.num_anchors * 4])
             start += count
         return out

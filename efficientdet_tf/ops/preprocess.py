@@ -3,17 +3,14 @@
 import tensorflow as tf
 
 
-def normalize_image(image, config):
+def normalize_image(image, mean_rgb, stddev_rgb):
     """Normalises an RGB image (any real or integer dtype, values in 0..255) to float32.
 
-    `config.input_norm` 'imagenet' gives (x - mean_rgb) / stddev_rgb; 'lite' gives (x - 127) / 128.
+    (x - mean_rgb) / stddev_rgb per channel; `factory.normalization` gives the model's values
+    (ImageNet statistics for the full models, 127 / 128 for the lite models).
     """
     image = tf.cast(image, tf.float32)
-    if config.input_norm == "lite":
-        return (image - 127.0) / 128.0
-    mean = tf.constant(config.mean_rgb, tf.float32)
-    std = tf.constant(config.stddev_rgb, tf.float32)
-    return (image - mean) / std
+    return (image - tf.constant(mean_rgb, tf.float32)) / tf.constant(stddev_rgb, tf.float32)
 
 
 def resize_scale(height, width, target_size):
@@ -52,3 +49,26 @@ def resize_and_pad(image, image_size):
     resized = tf.image.resize(image, tf.stack([new_height, new_width]), method="bilinear", antialias=False)
     padded = tf.image.pad_to_bounding_box(resized, 0, 0, image_size, image_size)
     return padded, 1.0 / scale
+
+
+def preprocess_images(images, image_size, mean_rgb, stddev_rgb):
+    """The reference inference preprocessing for a batch of pictures that share one size.
+
+    Normalise first, then scale = min(S/h, S/w), bilinear resize (no antialias) to
+    (floor(h*scale), floor(w*scale)), pad bottom/right with zeros to S x S (S = image_size).
+
+    Args:
+      images: uint8 (or float in 0..255) [B, H, W, 3], H and W >= 1.
+      image_size: network input side S.
+      mean_rgb, stddev_rgb: the model's normalisation (see `normalize_image`).
+
+    Returns:
+      (inputs float32 [B, S, S, 3], image_scales float32 [B] = 1/scale, original pixels per input pixel).
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            shape[1:3], message="image height and width must be at least 1 pixel")]):
+        x = normalize_image(images, mean_rgb, stddev_rgb)
+    x, image_scale = resize_and_pad(x, image_size)
+    return x, tf.fill([shape[0]], image_scale)

@@ -1,0 +1,1 @@
+"""Shared operations used by data, inference, export, training and evaluation alike."""

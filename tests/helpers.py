@@ -1,0 +1,41 @@
+"""Shared test helpers: box IoU, detection matching, synthetic pictures."""
+
+import numpy as np
+
+
+def box_iou(a, b):
+    """IoU matrix of [N, 4] and [M, 4] [ymin, xmin, ymax, xmax] boxes (numpy)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    top = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom - top, 0, None), axis=-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def assert_detections_match(got, boxes, scores, classes, num, min_iou=0.99, score_tol=1e-4):
+    """Every expected detection has a counterpart of the same class, IoU >= min_iou, close score.
+
+    `got` is one picture's detection dict; boxes/scores/classes/num the expected ones. Boxes clipped
+    to zero area (IoU undefined) match when their corners agree within 0.05 px.
+    """
+    assert int(got["num_detections"]) == int(num)
+    n = int(num)
+    other = got["detection_boxes"][:n]
+    close = np.abs(boxes[:n, None] - other[None]).max(-1) <= 0.05
+    same = ((classes[:n, None] == got["detection_classes"][None, :n])
+            & (np.abs(scores[:n, None] - got["detection_scores"][None, :n]) <= score_tol)
+            & ((box_iou(boxes[:n], other) >= min_iou) | close))
+    missing = np.where(~same.any(axis=1))[0]
+    assert not len(missing), "no counterpart for expected detections %s" % missing[:10]
+
+
+def synthetic_picture(height, width, seed):
+    """A deterministic uint8 RGB picture: colour gradients with four flat random rectangles."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    picture = np.stack([x * 255 // width, y * 255 // height, (x + y) % 256], -1).astype(np.uint8)
+    for _ in range(4):
+        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        picture[top: top + height // 3, left: left + width // 3] = rng.integers(0, 256, 3)
+    return picture
