@@ -202,6 +202,7 @@ def _apply(data, overrides, prefix):
 
 _CHOICES = {
     "fpn_weight_method": ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
+    "fpn_name": ("bifpn", "fpn", "panet", "fully_connected"),
     "act_type": ("swish", "silu", "relu", "relu6"),
     "input_norm": ("imagenet", "lite"),
 }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import efficientdet_tf as edt
-from efficientdet_tf.model.bifpn import bifpn_nodes
+from efficientdet_tf.model.fpn_topologies import bifpn_nodes, validate_nodes
 from efficientdet_tf.model.flops import count_macs
 from efficientdet_tf.model.layers import WeightedFusion, nearest_indices
 
@@ -93,9 +93,9 @@ def test_d0_exact_official_counts():
 
 
 def test_bifpn_topology_matches_design():
-    assert bifpn_nodes(3, 7) == [(6, [3, 4]), (5, [2, 5]), (4, [1, 6]), (3, [0, 7]),
+    assert validate_nodes(bifpn_nodes(3, 7), 3, 7) == [(6, [3, 4]), (5, [2, 5]), (4, [1, 6]), (3, [0, 7]),
                                  (4, [1, 7, 8]), (5, [2, 6, 9]), (6, [3, 5, 10]), (7, [4, 11])]
-    nodes8 = bifpn_nodes(3, 8)
+    nodes8 = validate_nodes(bifpn_nodes(3, 8), 3, 8)
     assert len(nodes8) == 10 and nodes8[0] == (7, [4, 5]) and nodes8[-1] == (8, [5, 14])
 
 

@@ -1,32 +1,12 @@
-"""BiFPN: extra levels above the backbone, node topology, resampling and weighted fusion cells."""
+"""BiFPN: extra levels above the backbone, resampling and weighted fusion cells over a node list.
+
+The node lists (BiFPN and the other topologies) are data, in `fpn_topologies.py`.
+"""
 
 import keras
 
 from efficientdet_tf.ops.anchors import halve
 from efficientdet_tf.model.layers import NearestUpsample, WeightedFusion, activation
-
-
-def bifpn_nodes(min_level, max_level):
-    """The nodes of one BiFPN cell as (level, input_ids); inputs min..max hold ids 0..n-1.
-
-    Top-down from max-1 to min takes [last(level), last(level+1)]; bottom-up from min+1 to max takes
-    every node of that level so far plus last(level-1). A new node gets the next id.
-    """
-    levels = list(range(min_level, max_level + 1))
-    ids_by_level = {level: [i] for i, level in enumerate(levels)}
-    next_id = len(levels)
-    nodes = []
-    for level in range(max_level - 1, min_level - 1, -1):
-        inputs = [ids_by_level[level][-1], ids_by_level[level + 1][-1]]
-        nodes.append((level, inputs))
-        ids_by_level[level].append(next_id)
-        next_id += 1
-    for level in range(min_level + 1, max_level + 1):
-        inputs = ids_by_level[level] + [ids_by_level[level - 1][-1]]
-        nodes.append((level, list(inputs)))
-        ids_by_level[level].append(next_id)
-        next_id += 1
-    return nodes
 
 
 def _pool_for(in_size, out_size, name):
@@ -61,12 +41,13 @@ def extra_levels(features, sizes, max_level, num_filters, bn_args):
     return features
 
 
-def bifpn_cell(features, cell_index, min_level, max_level, num_filters, fusion, act_type, bn_args):
-    """One BiFPN cell. `features` maps level -> map; returns level -> map (last node per level)."""
+def bifpn_cell(features, cell_index, nodes_spec, min_level, max_level, num_filters, fusion, act_type, bn_args):
+    """One cell over `nodes_spec` [(level, input ids)]. `features` maps level -> map; returns
+    level -> map (the last node of each level)."""
     nodes = list(features[level] for level in range(min_level, max_level + 1))
     node_levels = list(range(min_level, max_level + 1))
     prefix = "fpn_cells.cell_%d" % cell_index
-    for i, (level, input_ids) in enumerate(bifpn_nodes(min_level, max_level)):
+    for i, (level, input_ids) in enumerate(nodes_spec):
         node_name = "%s.fnode%d" % (prefix, i)
         new_id = len(nodes)
         target = features[level].shape[1:3]
@@ -80,14 +61,19 @@ def bifpn_cell(features, cell_index, min_level, max_level, num_filters, fusion, 
         x = keras.layers.BatchNormalization(**bn_args, name=op_name + ".bn")(x)
         nodes.append(x)
         node_levels.append(level)
+    # The cell's inputs are not outputs: each level's output is the last node made at that level.
     outputs = {}
-    for node, level in zip(nodes, node_levels):
+    for node, level in zip(nodes[len(features):], node_levels[len(features):]):
         outputs[level] = node
     return outputs
 
 
-def bifpn(features, min_level, max_level, num_filters, num_cells, fusion, act_type, bn_args):
-    """The whole feature network: extra levels, then `num_cells` BiFPN cells (no weight sharing)."""
+def bifpn(features, min_level, max_level, num_filters, num_cells, fusion, act_type, bn_args, nodes_spec):
+    """The whole feature network: extra levels, then `num_cells` cells (no weight sharing).
+
+    `nodes_spec` is the validated node list of one cell, [(level, input ids)]
+    (`fpn_topologies.resolve_topology`); the same list is repeated in every cell.
+    """
     sizes = {}
     size = features[5].shape[1:3]
     for level in range(6, max_level + 1):
@@ -96,5 +82,5 @@ def bifpn(features, min_level, max_level, num_filters, num_cells, fusion, act_ty
     feats = extra_levels(features, sizes, max_level, num_filters, bn_args)
     feats = {level: feats[level] for level in range(min_level, max_level + 1)}
     for cell in range(num_cells):
-        feats = bifpn_cell(feats, cell, min_level, max_level, num_filters, fusion, act_type, bn_args)
+        feats = bifpn_cell(feats, cell, nodes_spec, min_level, max_level, num_filters, fusion, act_type, bn_args)
     return feats

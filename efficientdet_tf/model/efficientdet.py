@@ -5,6 +5,7 @@ import keras
 from efficientdet_tf.config import Config, get_config
 from efficientdet_tf.model.bifpn import bifpn
 from efficientdet_tf.model.efficientnet import efficientnet_features
+from efficientdet_tf.model.fpn_topologies import resolve_topology
 from efficientdet_tf.model.heads import box_head, class_head
 from efficientdet_tf.ops import anchors
 
@@ -29,9 +30,10 @@ class EfficientDet(keras.Model):
             images, cfg.backbone_name, act_type=cfg.act_type, bn_momentum=cfg.batch_norm_momentum,
             bn_epsilon=cfg.batch_norm_epsilon, survival_prob=survival,
             width=cfg.backbone_width or None, depth=cfg.backbone_depth or None)
+        nodes = resolve_topology(cfg.fpn_name, cfg.fpn_config, cfg.min_level, cfg.max_level)
         feats = bifpn({level: features[level] for level in range(cfg.min_level, 6)}, cfg.min_level,
                       cfg.max_level, cfg.fpn_num_filters, cfg.fpn_cell_repeats, cfg.fpn_weight_method,
-                      cfg.act_type, bn_args)
+                      cfg.act_type, bn_args, nodes)
         num_anchors = anchors.num_anchors(cfg.anchors.num_scales, cfg.anchors.aspect_ratios)
         head_args = dict(num_filters=cfg.fpn_num_filters, repeats=cfg.box_class_repeats,
                          act_type=cfg.act_type, bn_args=bn_args, survival_prob=cfg.head_survival_prob)
