@@ -70,3 +70,19 @@ def test_bad_fpn_config_stops_model_building():
     with pytest.raises(TopologyError, match="node 1 .*unknown input id 99"):
         edt.build_model("efficientdet-d0", {"image_size": 128, "fpn_config": [
             {"feat_level": 3, "inputs_offsets": [0]}, {"feat_level": 4, "inputs_offsets": [99]}]})
+
+
+def test_summary_compares_topologies_and_plots(tmp_path):
+    from efficientdet_tf.cli.summary import compare_fpn, plot_sizes, summarize_all
+
+    table = compare_fpn("efficientdet-lite0", "image_size=128,fpn_cell_repeats=1")
+    assert set(table) == set(FPN_NAMES)
+    # The feature network is a strict part of the model, and it is what the topologies change.
+    for info in table.values():
+        assert 0 < info["fpn_weights"] < info["trainable_weights"] and 0 < info["fpn_flops"] < info["flops"]
+    backbone_and_heads = {info["trainable_weights"] - info["fpn_weights"] for info in table.values()}
+    assert len(backbone_and_heads) == 1
+    rows = summarize_all(["efficientdet-d0"])
+    assert abs(rows[0][1]["trainable_weights"] - 3880067) == 0
+    plot_sizes(rows, str(tmp_path / "sizes.png"))
+    assert (tmp_path / "sizes.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import efficientdet_tf as edt
+from efficientdet_tf.model.published import PUBLISHED
 from efficientdet_tf.model.fpn_topologies import bifpn_nodes, validate_nodes
 from efficientdet_tf.model.flops import count_macs
 from efficientdet_tf.model.layers import WeightedFusion, nearest_indices
@@ -57,15 +58,7 @@ def test_d0_reproduces_reference_outputs_on_jax(d0_reference_dir):
     assert diff <= 1e-4
 
 
-# Official trainable-weight counts in millions (paper Table 2 / official README), and paper
-# multiply-adds in billions.
-OFFICIAL = {
-    "efficientdet-d0": (3.9, 2.5), "efficientdet-d1": (6.6, 6.1), "efficientdet-d2": (8.1, 11),
-    "efficientdet-d3": (12.0, 25), "efficientdet-d4": (20.7, 55), "efficientdet-d5": (33.7, 135),
-    "efficientdet-d6": (51.9, 226), "efficientdet-d7": (51.9, 325), "efficientdet-d7x": (77.0, 410),
-    "efficientdet-lite0": (3.2, None), "efficientdet-lite1": (4.2, None), "efficientdet-lite2": (5.3, None),
-    "efficientdet-lite3": (8.4, None), "efficientdet-lite3x": (9.3, None), "efficientdet-lite4": (15.1, None),
-}
+OFFICIAL = PUBLISHED
 
 
 def test_every_model_builds_with_official_size_and_flops():

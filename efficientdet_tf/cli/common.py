@@ -12,7 +12,8 @@ class UsageError(ValueError):
 def _expected_errors():
     from efficientdet_tf.checkpoints.official import CheckpointError
     from efficientdet_tf.config import ConfigError
-    return (ConfigError, CheckpointError, UsageError, FileNotFoundError)
+    from efficientdet_tf.model.fpn_topologies import TopologyError
+    return (ConfigError, CheckpointError, TopologyError, UsageError, FileNotFoundError)
 
 
 def run(main):

@@ -23,13 +23,14 @@ def _layer_macs(layer, output_shape):
     return 0
 
 
-def count_macs(model):
+def count_macs(model, layers=None):
     """Multiply-adds of one forward pass of `model` at batch 1 (convolutions and dense layers).
 
-    Shared layers count once per call (the heads run on every level).
+    Shared layers count once per call (the heads run on every level). `layers` restricts the count
+    to some of the model's layers (e.g. the feature network).
     """
     total = 0
-    for layer in model.layers:
+    for layer in model.layers if layers is None else layers:
         for node in layer._inbound_nodes:
             for output in node.outputs:
                 total += _layer_macs(layer, output.shape)
