@@ -1,8 +1,11 @@
-"""Shared pieces of the command-line tools: one-line errors instead of tracebacks."""
+"""Shared pieces of the command-line tools: quiet TensorFlow start-up and one-line errors."""
 
+import os
 import sys
 
 from absl import app, flags, logging
+
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and INFO logging, and the full traceback of errors.")
 
 
 class UsageError(ValueError):
@@ -10,24 +13,60 @@ class UsageError(ValueError):
 
 
 def _expected_errors():
-    from efficientdet_tf.checkpoints.official import CheckpointError
+    from efficientdet_tf.checkpoints.errors import CheckpointError
     from efficientdet_tf.config import ConfigError
     from efficientdet_tf.model.fpn_topologies import TopologyError
     return (ConfigError, CheckpointError, TopologyError, UsageError, FileNotFoundError)
 
 
+def quiet_tensorflow_startup():
+    """Imports TensorFlow and probes its devices with the native stderr sent to /dev/null.
+
+    TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, the oneDNN banner) are written
+    before any Python logging setting applies, so only redirecting the file descriptor hides them.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run(main):
-    """Runs an absl `main(argv)`; expected errors print `<tool>: error: <message>` and exit 1."""
+    """Runs an absl `main(argv)`: errors print `<tool>: error: <message>` and exit 1.
+
+    Without --verbose, TensorFlow starts quietly and an unexpected exception is one line too; with
+    --verbose everything TensorFlow logs and the full traceback are shown.
+    """
+    verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True") for arg in sys.argv[1:])
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_tensorflow_startup()
 
     def guarded(argv):
-        if not flags.FLAGS["verbosity"].present:
+        if not flags.FLAGS["verbosity"].present and not verbose:
             # TensorFlow's INFO lines (signature renames, saver timings) bury the tools' own output.
             logging.set_verbosity(logging.WARNING)
+        tool = argv[0].rsplit("/", 1)[-1] if argv else "efficientdet"
         try:
             return main(argv)
         except _expected_errors() as e:
-            tool = argv[0].rsplit("/", 1)[-1] if argv else "efficientdet"
+            if verbose:
+                raise
             print("%s: error: %s" % (tool, e), file=sys.stderr)
+            sys.exit(1)
+        except Exception as e:  # noqa: BLE001 - anything else still gets one line unless --verbose
+            if verbose:
+                raise
+            message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print("%s: error: %s: %s (run with --verbose for the traceback)" % (tool, type(e).__name__, message),
+                  file=sys.stderr)
             sys.exit(1)
 
     app.run(guarded)
