@@ -20,9 +20,12 @@ setup(
         "pillow>=10",
         "pycocotools>=2.0.8",
         "matplotlib>=3.8",
+        # tf.summary (training curves) needs it; the tensorflow wheel no longer pulls it in.
+        "tensorboard>=2.21,<2.22",
     ],
     extras_require={
-        "test": ["pytest>=8", "jax[cpu]>=0.6", "tensorflow-datasets>=4.9"],
+        "test": ["pytest>=8", "jax[cpu]>=0.6", "tensorflow-datasets>=4.9", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29"],
         "tfds": ["tensorflow-datasets>=4.9"],
         "bench": ["torch", "torchvision", "effdet", "timm", "omegaconf"],
     },
@@ -30,8 +33,10 @@ setup(
         "console_scripts": [
             "efficientdet-summary=efficientdet_tf.cli.summary:run",
             "efficientdet-demo=efficientdet_tf.cli.demo:run",
+            "efficientdet-eval=efficientdet_tf.cli.eval:run",
             "efficientdet-export=efficientdet_tf.cli.export:run",
             "efficientdet-infer=efficientdet_tf.cli.infer:run",
+            "efficientdet-train=efficientdet_tf.cli.train:run",
             "create_coco_tfrecord=tfrecord_tools.create_coco_tfrecord:run",
             "create_voc_tfrecord=tfrecord_tools.create_voc_tfrecord:run",
             "create_yolo_tfrecord=tfrecord_tools.create_yolo_tfrecord:run",

@@ -176,14 +176,19 @@ def load_pretrained(model, checkpoint):
     other_classes = bias is not None and tuple(bias.shape) != tuple(targets[_CLASS_PREDICTOR + "bias"].shape)
     report = load_official_checkpoint(model, prefix, use_ema=True, skip_heads=other_classes)
     if other_classes:
-        # skip_heads leaves both predictors; the box predictor does not depend on the classes.
-        for name, variable in targets.items():
-            if name.startswith(_BOX_PREDICTOR):
-                source = name + EMA_SUFFIX if name + EMA_SUFFIX in tensors else name
-                if tuple(tensors[source].shape) != tuple(variable.shape):
-                    raise CheckpointError("checkpoint %s does not fit model %s: %s %s vs %s" % (
-                        prefix, model.name, name, list(tensors[source].shape), list(variable.shape)))
-                variable.assign(np.asarray(tensors[source], dtype=variable.dtype))
-        skipped = [n for n in report["skipped"] if n.startswith(_CLASS_PREDICTOR)]
+        # skip_heads leaves both predictors out; load back every part whose shape does not depend on
+        # the class count (the box predictor, the class predictor's depthwise kernel).
+        skipped = []
+        for name in report["skipped"]:
+            variable = targets[name]
+            source = name + EMA_SUFFIX if name + EMA_SUFFIX in tensors else name
+            value = tensors.get(source)
+            if value is not None and tuple(value.shape) == tuple(variable.shape):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+            elif name.startswith(_CLASS_PREDICTOR):
+                skipped.append(name)
+            else:
+                raise CheckpointError("checkpoint %s does not fit model %s: %s %s vs %s" % (
+                    prefix, model.name, name, None if value is None else list(value.shape), list(variable.shape)))
         report = dict(report, loaded=report["loaded"] + len(report["skipped"]) - len(skipped), skipped=skipped)
     return report

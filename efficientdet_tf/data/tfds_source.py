@@ -10,10 +10,19 @@ VOC 'difficult' objects are kept as ordinary objects (is_crowd = 0).
 """
 
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 _COCO_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
 COCO_IDS = tuple(i for i in range(1, 91) if i not in _COCO_UNUSED_IDS)  # TFDS label k -> COCO_IDS[k]
+
+
+def import_tfds():
+    """tensorflow_datasets, imported on first use: it is an optional extra, not a default dependency."""
+    try:
+        import tensorflow_datasets
+    except ImportError:
+        raise ImportError("a TFDS source (--tfds_name / data.tfds_name) needs tensorflow-datasets: "
+                          "pip install 'efficientdet_tf[tfds]'") from None
+    return tensorflow_datasets
 
 
 def label_to_id(tfds_name):
@@ -74,6 +83,7 @@ def load(tfds_name, split, data_dir=None, shuffle_files=False, input_context=Non
       input_context: optional tf.distribute.InputContext; TFDS shards the files by it.
       seed: file shuffle seed (None: random).
     """
+    tfds = import_tfds()
     read_config = tfds.ReadConfig(input_context=input_context, shuffle_seed=seed)
     dataset = tfds.load(tfds_name, split=split, data_dir=data_dir or None,
                         shuffle_files=shuffle_files, read_config=read_config)

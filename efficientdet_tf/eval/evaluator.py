@@ -1,0 +1,487 @@
+"""COCO evaluation of a checkpoint, model dir, SavedModel, Detector or Keras model on validation data.
+
+Two ways to run the model, both ending in the same COCOeval:
+- a Keras network (checkpoint, model dir, built model): the evaluation input pipeline
+  (`InputPipeline(is_training=False)`) in batches, `detect_normalised`, ground truth from its
+  `groundtruths` labels;
+- a function on uint8 pictures (a SavedModel's `serving_default`, a `Detector`): each record is
+  decoded and the picture goes in as it is, so the model's own preprocessing runs.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from efficientdet_tf.eval import coco_metrics
+from efficientdet_tf.eval.coco_format import coco_results
+
+_SHARD_SUFFIX = re.compile(r"(-\d+-of-\d+)?\.(tfrecord|record|tfrec)(\.gz)?$")
+
+
+class EvalError(ValueError):
+    """Bad evaluation input (model, data, ground truth), reported in one line."""
+
+
+# ---- what to evaluate --------------------------------------------------------------------------
+
+
+def find_saved_model(path):
+    """The SavedModel folder at `path` (or its highest numeric version sub-folder), else None."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        versions = [d for d in os.listdir(path) if d.isdigit()
+                    and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+        if versions:
+            return os.path.join(path, max(versions, key=int))
+    return None
+
+
+class ModelSource:
+    """A model ready to evaluate.
+
+    kind 'network': `model` (Keras EfficientDet) + `config`; kind 'pictures': `detect(uint8 [1, H, W, 3])
+    -> detection dict with a batch axis` (SavedModel, Detector). `config` always gives the data and
+    eval sections; `num_classes` is what the model predicts (None when unknown).
+    """
+
+    def __init__(self, kind, config, description, model=None, detect=None, num_classes=None):
+        self.kind = kind
+        self.config = config
+        self.description = description
+        self.model = model
+        self.detect = detect
+        self.num_classes = num_classes
+
+
+def _saved_model_classes(loaded):
+    """Class count of an exported EfficientDet from its `predict_raw` output shapes, else None."""
+    raw = loaded.signatures.get("predict_raw")
+    if raw is None:
+        return None
+    outputs = raw.structured_outputs
+    class_key = next((k for k in sorted(outputs) if k.startswith("class_outputs")), None)
+    box_key = next((k for k in sorted(outputs) if k.startswith("box_outputs")), None)
+    if not class_key or not box_key:
+        return None
+    anchors = outputs[box_key].shape[-1] // 4
+    return outputs[class_key].shape[-1] // anchors if anchors else None
+
+
+def load_model_source(checkpoint, model_name=None, hparams=None):
+    """Opens what `checkpoint` names: a SavedModel dir, a trainer model dir (config.yaml) or a checkpoint.
+
+    A bare checkpoint (official TF1 dir, `ckpt-N` prefix, `.keras` / `.weights.h5`) needs `model_name`;
+    `hparams` overrides apply on top of the model dir's config.yaml or the model name's hparams.
+    """
+    import keras
+
+    from efficientdet_tf.checkpoints.loading import load_weights
+    from efficientdet_tf.config import get_config
+    from efficientdet_tf.model.efficientdet import build_model
+
+    if isinstance(checkpoint, ModelSource):
+        return checkpoint
+    if isinstance(checkpoint, keras.Model):
+        config = checkpoint.config.replace(hparams) if hparams else checkpoint.config
+        return ModelSource("network", config, "Keras model", model=checkpoint, num_classes=config.num_classes)
+    if hasattr(checkpoint, "model") and hasattr(checkpoint, "config") and callable(checkpoint):
+        detector = checkpoint  # efficientdet_tf.inference.Detector: per-picture path, its own preprocessing
+        return ModelSource("pictures", detector.config, "Detector", detect=lambda images: detector(images),
+                           num_classes=detector.config.num_classes)
+    path = os.fspath(checkpoint)
+    if not path:
+        raise EvalError("--checkpoint is required (a checkpoint, a model dir or a SavedModel dir)")
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise EvalError("--checkpoint %s does not exist" % path)
+    saved = find_saved_model(path)
+    if saved:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(saved)
+        if "serving_default" not in loaded.signatures:
+            raise EvalError("SavedModel %s has no serving_default signature" % saved)
+        serving = loaded.signatures["serving_default"]
+        # Data and eval settings only: the SavedModel carries its own network, size and NMS.
+        config = get_config(model_name or "efficientdet-d0", hparams)
+
+        def detect(images):
+            return {k: v.numpy() for k, v in serving(images=tf.constant(images)).items()}
+
+        source = ModelSource("pictures", config, "SavedModel %s" % saved, detect=detect,
+                             num_classes=_saved_model_classes(loaded))
+        source.loaded = loaded  # keeps the signature's variables alive
+        return source
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.yaml")):
+        config = get_config(os.path.join(path, "config.yaml"), hparams)
+        description = "model dir %s" % path
+    else:
+        if not model_name:
+            raise EvalError("--model_name is needed for the bare checkpoint %s (a model dir has its "
+                            "config.yaml, a SavedModel is complete)" % path)
+        config = get_config(model_name, hparams)
+        description = "checkpoint %s" % path
+    model = build_model(config)
+    load_weights(model, path)
+    return ModelSource("network", config, description, model=model, num_classes=config.num_classes)
+
+
+# ---- validation data ---------------------------------------------------------------------------
+
+
+def _list_files(pattern):
+    import tensorflow as tf
+
+    files = []
+    for part in pattern.split(","):
+        part = part.strip()
+        matched = tf.io.gfile.glob(part) if part else []
+        if not matched:
+            raise EvalError("--val_file_pattern %s matches no file" % part)
+        files.extend(matched)
+    return sorted(set(files))
+
+
+def records_label_map(files):
+    """The label map written beside TFRecords (`<prefix>_label_map.yaml`), as (path, {id: name}) or None."""
+    from efficientdet_tf.data.label_map import label_map_path, load_label_map
+
+    for path in files:
+        candidate = label_map_path(_SHARD_SUFFIX.sub("", path))
+        if os.path.isfile(candidate):
+            return candidate, load_label_map(candidate)
+    return None
+
+
+def _image_id(source_id):
+    """The pipeline's image id of a source id: the number itself, or a hash of a non-numeric one."""
+    import tensorflow as tf
+
+    source_id = tf.constant(source_id)
+    if tf.strings.regex_full_match(source_id, "[0-9]{1,18}"):
+        return int(tf.strings.to_number(source_id, tf.int64))
+    return int(tf.strings.to_hash_bucket_fast(source_id, 2 ** 62))
+
+
+def _count_records(files):
+    """Number of records, or None when the files are too big to read twice just for a progress bar."""
+    import tensorflow as tf
+
+    if sum(tf.io.gfile.stat(f).length for f in files) > (2 << 30):
+        return None
+    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda count, _: count + 1))
+
+
+# ---- the evaluation ----------------------------------------------------------------------------
+
+
+class EvalReport:
+    """What `evaluate` returns: `metrics` (metrics.json's content), `paths` {what: file},
+    `summary_text` (pycocotools' printout) and `num_pictures`."""
+
+    def __init__(self, metrics, paths, summary_text, num_pictures, coco_eval=None):
+        self.metrics = metrics
+        self.paths = paths
+        self.summary_text = summary_text
+        self.num_pictures = num_pictures
+        self.coco_eval = coco_eval
+
+
+class Evaluator:
+    """Evaluates models on one validation set; reusable (the trainer calls it every `eval_every` steps).
+
+    Args:
+      config: Config for the data and `eval:` sections (and the network when evaluating Keras models).
+      val_file_pattern: TFRecord glob(s), comma-separated; or
+      tfds_name / tfds_split: a TFDS source (split default 'validation').
+      val_json_file: COCO ground truth; default eval.val_json_file, else built from the records.
+    """
+
+    def __init__(self, config, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None):
+        self.config = config
+        section = config.eval
+        self.tfds_name = tfds_name or None
+        self.tfds_split = tfds_split or "validation"
+        if not self.tfds_name and not val_file_pattern:
+            raise EvalError("give --val_file_pattern (TFRecords) or --tfds_name")
+        self.files = None if self.tfds_name else _list_files(val_file_pattern)
+        self.val_file_pattern = val_file_pattern
+        self.val_json_file = val_json_file or section.val_json_file or None
+        self.json_dataset = coco_metrics.load_coco_json(self.val_json_file) if self.val_json_file else None
+        self.label_map, self.records_label_map = self._label_map()
+        self._detect_fns = {}
+
+    @property
+    def data_name(self):
+        """The validation data, in words."""
+        return "tfds:%s[%s]" % (self.tfds_name, self.tfds_split) if self.tfds_name else self.val_file_pattern
+
+    def _label_map(self):
+        from efficientdet_tf.data.label_map import load_label_map
+
+        beside = records_label_map(self.files) if self.files else None
+        if self.config.eval.label_map:
+            return load_label_map(self.config.eval.label_map), beside
+        if self.json_dataset and self.json_dataset["categories"]:
+            return {int(c["id"]): str(c.get("name", c["id"])) for c in self.json_dataset["categories"]}, beside
+        return (dict(beside[1]) if beside else {}), beside
+
+    def check_classes(self, num_classes):
+        """Refuses a model whose class count differs from the label map of the records."""
+        if num_classes is None or not self.records_label_map:
+            return
+        path, mapping = self.records_label_map
+        if max(mapping) != num_classes:
+            raise EvalError("the model predicts %d classes but the validation records' label map %s has ids "
+                            "1..%d: evaluate a model trained on this data (for a bare checkpoint set "
+                            "--hparams=num_classes=%d)" % (num_classes, path, max(mapping), max(mapping)))
+
+    # -- per-picture streams: (image_id, detections, groundtruth, picture or None) --
+
+    def _network_stream(self, source, keep_pictures):
+        import tensorflow as tf
+
+        from efficientdet_tf import factory
+        from efficientdet_tf.data.pipeline import InputPipeline
+        from efficientdet_tf.inference import detect_normalised
+
+        model, config = source.model, source.config
+        key = id(model)
+        if key not in self._detect_fns:
+            self._detect_fns = {key: tf.function(lambda images, scales: detect_normalised(model, config, images, scales))}
+        detect = self._detect_fns[key]
+        pipeline = InputPipeline(None if self.tfds_name else ",".join(self.files), config, is_training=False,
+                                 tfds_name=self.tfds_name, tfds_split=self.tfds_split,
+                                 batch_size=int(self.config.eval.batch_size))
+        mean, stddev = factory.normalization(config)
+        kept = 0
+        for images, labels in pipeline():
+            outputs = {k: v.numpy() for k, v in detect(images, labels["image_scale"]).items()}
+            gts = {k: v.numpy() for k, v in labels["groundtruths"].items()}
+            scales = labels["image_scale"].numpy()
+            for i, image_id in enumerate(labels["image_id"].numpy()):
+                count = int(gts["num_groundtruths"][i])
+                gt = {"boxes": gts["boxes"][i, :count], "classes": gts["classes"][i, :count],
+                      "is_crowd": gts["is_crowd"][i, :count], "area": gts["area"][i, :count],
+                      "height": int(gts["height"][i]), "width": int(gts["width"][i])}
+                picture = None
+                if kept < keep_pictures:
+                    kept += 1
+                    # The network input, de-normalised and cut to the picture: a drawing of what the model saw.
+                    pixels = np.asarray(images[i]) * np.asarray(stddev) + np.asarray(mean)
+                    rows = int(np.ceil(gt["height"] / scales[i]))
+                    cols = int(np.ceil(gt["width"] / scales[i]))
+                    picture = (np.clip(pixels[:rows, :cols], 0, 255).astype(np.uint8), float(scales[i]))
+                yield int(image_id), {k: v[i] for k, v in outputs.items()}, gt, picture
+
+    def _decoded_examples(self):
+        """(where, decoded example) pairs: 'record #i of <file>' names a record in messages."""
+        import tensorflow as tf
+
+        from efficientdet_tf.data import decoder, tfds_source
+
+        if self.tfds_name:
+            for index, example in enumerate(tfds_source.load(self.tfds_name, self.tfds_split,
+                                                             self.config.data.tfds_data_dir)):
+                yield "example #%d of %s" % (index, self.data_name), example
+            return
+        for path in self.files:
+            for index, example in enumerate(tf.data.TFRecordDataset(path).map(decoder.decode_example).prefetch(4)):
+                yield "record #%d of %s" % (index, path), example
+
+    def _picture_stream(self, source, keep_pictures):
+        kept = 0
+        for where, example in self._decoded_examples():
+            gt = {k: example[k].numpy() for k in ("boxes", "classes", "is_crowd", "area")}
+            if source.num_classes and len(gt["classes"]) and gt["classes"].max() > source.num_classes:
+                raise EvalError("the validation records hold class ids the model (%d classes) does not predict: "
+                                "label id %d in %s" % (source.num_classes, gt["classes"].max(), where))
+            image = example["image"].numpy()
+            outputs = source.detect(image[None])
+            gt.update(height=int(example["height"]), width=int(example["width"]))
+            picture = None
+            if kept < keep_pictures:
+                kept += 1
+                picture = (image, 1.0)
+            yield (_image_id(example["source_id"]), {k: np.asarray(v)[0] for k, v in outputs.items()},
+                   gt, picture)
+
+    def _stream(self, source, keep_pictures):
+        stream = self._network_stream if source.kind == "network" else self._picture_stream
+        limit = int(self.config.eval.max_pictures)
+        for index, item in enumerate(stream(source, keep_pictures)):
+            if limit and index >= limit:
+                return
+            yield item
+
+    def _translate_error(self, error, num_classes):
+        """A TensorFlow data error as one line (the pipeline's own message names file and record)."""
+        message = (getattr(error, "message", None) or str(error)).strip()
+        lines = [line for line in message.splitlines() if line.strip()]
+        useful = next((line for line in lines if "record #" in line or "label ids" in line), lines[0] if lines else "")
+        useful = re.sub(r"^.*?(label ids|TFRecord file|cannot parse)", r"\1", useful)
+        if "label ids" in useful and num_classes:
+            return EvalError("the validation records hold class ids the model (%d classes) does not "
+                             "predict: %s" % (num_classes, useful))
+        return EvalError("cannot read the validation data %s: %s" % (self.data_name, useful))
+
+    def evaluate(self, source, output_dir=None, progress=False, num_pictures_drawn=None):
+        """Runs `source` (a ModelSource, or anything `load_model_source` opens) over the data.
+
+        Writes, when `output_dir` is given: metrics.json, per_class_ap.txt, pr_curve.png,
+        detections_grid.jpg, detections.json (COCO results) and, when built from the records,
+        groundtruth.json. Returns an EvalReport.
+        """
+        import tensorflow as tf
+
+        source = load_model_source(source)
+        self.check_classes(source.num_classes)
+        categories = dict(self.label_map)
+        if not categories:
+            count = source.num_classes or (max(self.records_label_map[1]) if self.records_label_map else 0)
+            categories = {i: str(i) for i in range(1, count + 1)}
+        builder = coco_metrics.GroundtruthBuilder(categories)
+        drawn = self.config.eval.num_pictures_drawn if num_pictures_drawn is None else num_pictures_drawn
+        total = None
+        if progress and self.files:
+            total = _count_records(self.files)
+            if total and int(self.config.eval.max_pictures):
+                total = min(total, int(self.config.eval.max_pictures))
+        bar = None
+        if progress:
+            import keras
+            bar = keras.utils.Progbar(total, unit_name="picture")
+        results, pictures, image_ids, max_class = [], [], [], 0
+        try:
+            for image_id, detections, gt, picture in self._stream(source, int(drawn)):
+                if not builder.add(image_id, gt["height"], gt["width"], gt["boxes"], gt["classes"],
+                                   gt["is_crowd"], gt["area"]):
+                    raise EvalError("two validation records share the image id %d (image/source_id must be "
+                                    "unique)" % image_id)
+                if len(gt["classes"]):
+                    max_class = max(max_class, int(np.max(gt["classes"])))
+                image_ids.append(image_id)
+                results += coco_results(image_id, detections)
+                if picture is not None:
+                    pictures.append((picture, detections, gt))
+                if bar is not None:
+                    bar.add(1)
+        except tf.errors.OpError as e:
+            raise self._translate_error(e, source.num_classes) from None
+        if not image_ids:
+            raise EvalError("the validation set %s is empty: no picture to evaluate" % self.data_name)
+        if source.num_classes and max_class > source.num_classes:
+            raise EvalError("the validation records hold class id %d but the model predicts %d classes"
+                            % (max_class, source.num_classes))
+        groundtruth = self._groundtruth(builder, image_ids)
+        label_map = {int(c["id"]): str(c.get("name", c["id"])) for c in groundtruth["categories"]}
+        label_map.update(self.label_map)
+        result = coco_metrics.evaluate_detections(groundtruth, results, image_ids=image_ids, label_map=label_map)
+        metrics = dict(result.metrics, num_pictures=len(image_ids))
+        paths = {}
+        if output_dir:
+            paths = self._write(output_dir, metrics, result, results, groundtruth, pictures, label_map)
+        return EvalReport(metrics, paths, result.summary_text, len(image_ids), result.coco_eval)
+
+    def _groundtruth(self, builder, image_ids):
+        if self.json_dataset is None:
+            return builder.dataset()
+        dataset = self.json_dataset
+        known = {int(image["id"]) for image in dataset["images"]}
+        missing = [i for i in image_ids if i not in known]
+        if missing:
+            raise EvalError("--val_json_file %s does not match the validation records: %d of %d record image ids "
+                            "(e.g. %s) are not in it (record ids come from image/source_id)"
+                            % (self.val_json_file, len(missing), len(image_ids),
+                               ", ".join(str(i) for i in missing[:3])))
+        if not dataset["categories"]:
+            ids = sorted({int(a["category_id"]) for a in dataset["annotations"]} | set(builder.categories))
+            dataset = dict(dataset, categories=[{"id": i, "name": builder.categories.get(i, str(i))} for i in ids])
+        return dataset
+
+    def _write(self, output_dir, metrics, result, results, groundtruth, pictures, label_map):
+        from efficientdet_tf.eval import plots
+
+        os.makedirs(output_dir, exist_ok=True)
+        paths = {"metrics": os.path.join(output_dir, "metrics.json"),
+                 "per_class": os.path.join(output_dir, "per_class_ap.txt"),
+                 "pr_curve": os.path.join(output_dir, "pr_curve.png"),
+                 "detections": os.path.join(output_dir, "detections.json")}
+        with open(paths["metrics"], "w") as f:
+            json.dump(metrics, f, indent=1)
+        with open(paths["per_class"], "w") as f:
+            f.write(coco_metrics.format_metrics(metrics) + "\n\n" + coco_metrics.format_per_class(metrics["per_class"])
+                    + "\n")
+        with open(paths["detections"], "w") as f:
+            json.dump(results, f)
+        if self.json_dataset is None:
+            paths["groundtruth"] = os.path.join(output_dir, "groundtruth.json")
+            with open(paths["groundtruth"], "w") as f:
+                json.dump(groundtruth, f)
+        plots.plot_pr_curves(result.coco_eval, paths["pr_curve"], label_map)
+        if pictures:
+            drawn = []
+            min_score = float(self.config.eval.min_score_drawn)
+            for (image, scale), detections, gt in pictures:
+                # Boxes are in original pixels; a network-frame picture is 1 / scale of that.
+                shown = dict(detections, detection_boxes=np.asarray(detections["detection_boxes"]) / scale)
+                drawn.append(plots.draw_picture(image, shown, {"boxes": np.asarray(gt["boxes"]) / scale,
+                                                               "classes": gt["classes"]},
+                                                label_map, min_score))
+            paths["pictures"] = os.path.join(output_dir, "detections_grid.jpg")
+            plots.picture_grid(drawn).save(paths["pictures"], quality=90)
+        return paths
+
+
+def evaluate(checkpoint, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None,
+             hparams=None, model_name=None, output_dir=None, progress=True):
+    """Evaluates a checkpoint, model dir, SavedModel dir, Detector or Keras model with COCOeval.
+
+    Returns an EvalReport (`.metrics` holds AP AP50 AP75 APs APm APl ARmax1 ARmax10 ARmax100 ARs ARm
+    ARl, per_class and num_pictures). Raises EvalError on bad input, in one line.
+    """
+    source = load_model_source(checkpoint, model_name=model_name, hparams=hparams)
+    evaluator = Evaluator(source.config, val_file_pattern=val_file_pattern, tfds_name=tfds_name,
+                          tfds_split=tfds_split, val_json_file=val_json_file)
+    return evaluator.evaluate(source, output_dir=output_dir, progress=progress)
+
+
+def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None,
+                 output_dir=None):
+    """The trainer's evaluation hook: returns `eval_fn(model_dir_or_model, step) -> metrics dict`.
+
+    `eval_fn` takes the trainer's model dir (its newest checkpoint is loaded with
+    `checkpoints.loading.load_weights`, which takes the EMA weights) or a built Keras model, and returns
+    the metrics dict (AP ... ARl, per_class, num_pictures). One network is built once and reused, so
+    repeated evaluations do not retrace. With `output_dir`, each evaluation writes its files to
+    `<output_dir>/step_<step>/`.
+    """
+    import keras
+
+    from efficientdet_tf.config import get_config
+
+    config = get_config(config) if not hasattr(config, "eval") else config
+    evaluator = Evaluator(config, val_file_pattern=val_file_pattern, tfds_name=tfds_name, tfds_split=tfds_split,
+                          val_json_file=val_json_file)
+    state = {}
+
+    def eval_fn(model_dir_or_model, step):
+        if isinstance(model_dir_or_model, keras.Model):
+            source = ModelSource("network", config, "Keras model", model=model_dir_or_model,
+                                 num_classes=config.num_classes)
+        else:
+            from efficientdet_tf.checkpoints.loading import load_weights
+            from efficientdet_tf.model.efficientdet import build_model
+
+            if "model" not in state:
+                state["model"] = build_model(config)
+            load_weights(state["model"], os.fspath(model_dir_or_model))
+            source = ModelSource("network", config, "model dir", model=state["model"], num_classes=config.num_classes)
+        where = os.path.join(output_dir, "step_%d" % int(step)) if output_dir else None
+        return evaluator.evaluate(source, output_dir=where, progress=False,
+                                  num_pictures_drawn=None if where else 0).metrics
+
+    return eval_fn

@@ -1,0 +1,1 @@
+"""Training: the tf.distribute loop (`trainer.train`), schedules, optimizer, strategies, checkpoints."""

@@ -1,0 +1,155 @@
+"""Trainer checkpoints: `<model_dir>/ckpt-<step>` via tf.train.CheckpointManager, config.yaml, best/.
+
+A checkpoint holds the model, the optimizer (momentum, EMA, loss scale, iterations = step), the
+data position, and two name-keyed views that readers without the optimizer can use
+(`checkpoints.loading`): `weights` (every model variable) and `ema` (the EMA of every trained
+variable), both keyed by the official variable names. The views reference the same variables, so
+they cost no extra space.
+
+Kill safety: TensorFlow writes a checkpoint's shards into a temporary folder and renames them into
+place; the manager then rewrites the `checkpoint` state file through a temporary file and a rename.
+The state file therefore only ever names complete checkpoints, and a run killed at any moment
+resumes from the last one it names.
+"""
+
+import json
+import os
+import shutil
+
+import tensorflow as tf
+import yaml
+
+from efficientdet_tf.checkpoints.official import model_variables
+from efficientdet_tf.train import optimizer as optimizer_lib
+from efficientdet_tf.train.errors import TrainError
+
+CONFIG_FILE = "config.yaml"
+PREFIX = "ckpt"
+BEST_DIR = "best"
+# Fault injection for the kill-safety tests: "save:<step>" SIGKILLs this process after the files of
+# ckpt-<step> are written but before the state file names them; "step:<step>" right after that step.
+KILL_ENV = "EFFICIENTDET_TF_TEST_KILL_AT"
+
+
+def kill_point(kind, step):
+    """SIGKILLs the process when KILL_ENV asks for `kind` at `step` (tests only)."""
+    if os.environ.get(KILL_ENV) == "%s:%d" % (kind, step):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _network_differences(saved, config):
+    """Human-readable 'key: saved -> new' for the network keys that differ."""
+    from efficientdet_tf.config import Config
+
+    old, new = Config(saved).network_dict(), config.network_dict()
+    keys = sorted(set(old) | set(new))
+    return ["%s: %r -> %r" % (k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+def read_config(model_dir):
+    """The config dict stored in `<model_dir>/config.yaml`, or None."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_model_dir(model_dir, config):
+    """Refuses a model_dir whose config.yaml describes another network (model or class count)."""
+    saved = read_config(model_dir)
+    if saved is None:
+        if tf.io.gfile.exists(model_dir) and tf.train.latest_checkpoint(model_dir):
+            raise TrainError("model_dir %s holds checkpoints but no %s: cannot tell which model "
+                             "they belong to" % (model_dir, CONFIG_FILE))
+        return
+    diffs = _network_differences(saved, config)
+    if diffs:
+        raise TrainError("model_dir %s was written for %s with %d classes, not %s with %d classes "
+                         "(%s); use another --model_dir" % (
+                             model_dir, saved.get("name"), saved.get("num_classes", -1), config.name,
+                             config.num_classes, "; ".join(diffs[:4])))
+
+
+def write_config(model_dir, config):
+    """Writes the resolved config as `<model_dir>/config.yaml` (temporary file, then rename)."""
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, CONFIG_FILE)
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        yaml.safe_dump(config.as_dict(), f, sort_keys=False)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+class Checkpointer:
+    """Saves and restores the training state under `model_dir` (chief) or a scratch dir (others).
+
+    In a multi-worker run every worker must take part in each save; only the chief's files land
+    in `model_dir`, the others write into `<model_dir>/.scratch_<worker>` and delete it.
+    """
+
+    def __init__(self, model_dir, model, optimizer, data_position, keep, chief=True, worker="worker_0"):
+        self.model_dir = model_dir
+        self.chief = chief
+        self.data_position = data_position
+        named = model_variables(model)
+        by_id = {id(v): name for name, v in named.items()}
+        ema = {by_id[id(var)]: avg for var, avg in optimizer_lib.ema_variables(optimizer) if id(var) in by_id}
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, data=tf.train.Checkpoint(consumed_batches=data_position),
+            weights=tf.train.Checkpoint(**named), ema=tf.train.Checkpoint(**ema))
+        directory = model_dir if chief else os.path.join(model_dir, ".scratch_" + worker)
+        self.directory = directory
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max(1, keep),
+                                                  checkpoint_name=PREFIX)
+
+    @property
+    def latest(self):
+        """Prefix of the newest complete checkpoint in model_dir, or None."""
+        return tf.train.latest_checkpoint(self.model_dir)
+
+    def restore_latest(self):
+        """Restores the newest checkpoint of model_dir (every worker reads the chief's); its prefix or None."""
+        prefix = self.latest
+        if prefix:
+            self.checkpoint.restore(prefix).assert_existing_objects_matched()
+        return prefix
+
+    def save(self, step):
+        """Writes ckpt-<step>; returns its prefix in model_dir (None on non-chief workers)."""
+        callbacks = [lambda save_path: kill_point("save", step)]
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=callbacks)
+        path = self.manager.save(checkpoint_number=step, options=options)
+        if not self.chief:
+            tf.io.gfile.rmtree(self.directory)
+            return None
+        return path
+
+    def save_best(self, prefix, step, metrics):
+        """Copies checkpoint `prefix` into <model_dir>/best/ with metrics.json (replaced atomically)."""
+        best = os.path.join(self.model_dir, BEST_DIR)
+        tmp = best + ".tmp"
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.rmtree(tmp)
+        tf.io.gfile.makedirs(tmp)
+        base = os.path.basename(prefix)
+        for path in tf.io.gfile.glob(prefix + ".*"):
+            tf.io.gfile.copy(path, os.path.join(tmp, os.path.basename(path)))
+        with tf.io.gfile.GFile(os.path.join(tmp, "checkpoint"), "w") as f:
+            f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (base, base))
+        with tf.io.gfile.GFile(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump({"step": int(step), **{k: float(v) for k, v in metrics.items()
+                                             if isinstance(v, (int, float))}}, f, indent=1)
+        src = os.path.join(self.model_dir, CONFIG_FILE)
+        if tf.io.gfile.exists(src):
+            tf.io.gfile.copy(src, os.path.join(tmp, CONFIG_FILE))
+        old = best + ".old"
+        if tf.io.gfile.exists(best):
+            if tf.io.gfile.exists(old):
+                tf.io.gfile.rmtree(old)
+            tf.io.gfile.rename(best, old)
+        tf.io.gfile.rename(tmp, best)
+        if tf.io.gfile.exists(old):
+            shutil.rmtree(old, ignore_errors=True)
+        return os.path.join(best, base)

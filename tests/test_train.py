@@ -1,0 +1,229 @@
+"""The trainer in-process on a tiny setting: D0 at 128 px on shapes TFRecords.
+
+One fine-tuning run from the D0 reference checkpoint (5 classes) is shared by several tests: the
+loss falls, the class predictor alone is skipped, checkpoints/config.yaml/TensorBoard events are
+written, and the EMA weights are what a model dir loads. Bad input fails before any step.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf.checkpoints.loading import load_pretrained, trainer_tensors
+from efficientdet_tf.checkpoints.official import EMA_SUFFIX, model_variables
+from efficientdet_tf.config import get_config
+from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
+from efficientdet_tf.train.trainer import train
+
+TINY = {"image_size": 128, "num_classes": 5, "train.batch_size": 4}
+# One BiFPN cell and one head layer: the same code paths, half the graph to trace.
+SMALL = dict(TINY, fpn_cell_repeats=1, box_class_repeats=1)
+CLASS_PREDICTOR = ["class_net/class-predict/bias", "class_net/class-predict/pointwise_kernel"]
+
+
+def make_shapes_records(folder, num_train=16):
+    """Shapes pictures (5 classes, 128-160 px) written as one training TFRecord; returns its path."""
+    from tfrecord_tools import create_coco_tfrecord
+    from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
+
+    jsons = make_shapes_dataset(str(folder), num_train, 2, seed=0, size_range=(128, 160))
+    paths, report = create_coco_tfrecord.create_coco_tfrecord(
+        os.path.join(str(folder), "train"), jsons["train"], os.path.join(str(folder), "train"), num_shards=1)
+    assert not report.has_issues()
+    return paths[0]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def finetuned(records, d0_reference_dir, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("finetune") / "model")
+    # Augmentation off (scale 1, no flip): the same pictures each epoch, so the fall is clear.
+    config = get_config("efficientdet-d0", dict(TINY, learning_rate=1.28, lr_warmup_epoch=0.5, jitter_min=1.0,
+                                                jitter_max=1.0, input_rand_hflip=False))
+    seen = []
+
+    def eval_fn(path, step):
+        # The checkpoint of the evaluated step is written before eval_fn runs.
+        seen.append((step, tf.train.latest_checkpoint(path)))
+        return {"AP": {6: 0.1, 12: 0.3, 18: 0.2, 24: 0.25}[step], "AP50": 0.5}
+
+    result = train(config, model_dir, train_file_pattern=records, train_steps=24, save_every=8,
+                   keep_checkpoints=2, pretrained_ckpt=d0_reference_dir, seed=3, summary_every=4,
+                   eval_fn=eval_fn, eval_every=6)
+    return model_dir, dict(result, seen=seen)
+
+
+def test_loss_falls_while_fine_tuning(finetuned):
+    _, result = finetuned
+    det = np.array([h[1] for h in result["history"]])
+    assert [h[0] for h in result["history"]] == list(range(1, 25))
+    assert np.all(np.isfinite(det))
+    assert det[-6:].mean() < 0.85 * det[:3].mean(), det
+    assert result["step"] == 24 and result["pictures_per_second"] > 0
+
+
+def test_fine_tuning_to_5_classes_skips_only_the_class_predictor(finetuned):
+    _, result = finetuned
+    pretrained = result["pretrained"]
+    assert pretrained["skipped"] == CLASS_PREDICTOR
+    assert pretrained["loaded"] == 709 - 2
+
+
+def test_checkpoints_config_and_summaries_are_written(finetuned):
+    model_dir, result = finetuned
+    assert result["checkpoint"] == os.path.join(model_dir, "ckpt-24")
+    kept = sorted(os.path.basename(p)[:-6] for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+    assert kept == ["ckpt-18", "ckpt-24"]  # keep_checkpoints=2 (saves at 6, 8, 12, 16, 18, 24)
+    saved = get_config(os.path.join(model_dir, "config.yaml"))
+    assert saved.num_classes == 5 and saved.image_size == 128 and saved.train.learning_rate == 1.28
+    tags = set()
+    for events in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(events):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"det_loss", "cls_loss", "box_loss", "learning_rate", "pictures_per_second", "train_pictures"} <= tags
+
+
+def test_eval_fn_runs_on_saved_checkpoints_and_the_best_is_kept(finetuned):
+    model_dir, result = finetuned
+    assert result["seen"] == [(step, os.path.join(model_dir, "ckpt-%d" % step)) for step in (6, 12, 18, 24)]
+    assert [step for step, _ in result["evaluations"]] == [6, 12, 18, 24]
+    best = os.path.join(model_dir, "best")
+    assert result["best"] == {"step": 12, "AP": 0.3, "checkpoint": os.path.join(best, "ckpt-12")}
+    assert tf.train.latest_checkpoint(best) == os.path.join(best, "ckpt-12")
+    with open(os.path.join(best, "metrics.json")) as f:
+        assert json.load(f) == {"step": 12, "AP": 0.3, "AP50": 0.5}
+    # best/ holds a loadable model dir of its own (config.yaml beside the checkpoint).
+    assert get_config(os.path.join(best, "config.yaml")).num_classes == 5
+    assert trainer_tensors(os.path.join(best, "ckpt-12"))["ema"]
+
+
+def test_model_dir_loads_the_ema_weights(finetuned):
+    from efficientdet_tf.inference import Detector
+
+    model_dir, _ = finetuned
+    views = trainer_tensors(os.path.join(model_dir, "ckpt-24"))
+    detector = Detector("efficientdet-d0", model_dir, image_size=128, num_classes=5)
+    loaded = model_variables(detector.model)
+    for name in ["class_net/class-predict/bias", "efficientnet-b0/stem/conv2d/kernel", "box_net/box-predict/bias"]:
+        np.testing.assert_array_equal(loaded[name].numpy(), views["ema"][name])
+        assert not np.array_equal(views["ema"][name], views["weights"][name]), name
+    # Batch-norm statistics are not trained by gradients: they come from the raw weights.
+    stat = "efficientnet-b0/stem/tpu_batch_normalization/moving_mean"
+    np.testing.assert_array_equal(loaded[stat].numpy(), views["weights"][stat])
+    detections = detector(np.zeros((96, 128, 3), np.uint8))
+    assert detections["detection_boxes"].shape == (100, 4)
+
+
+def test_model_dir_of_another_class_count_is_refused(finetuned, records):
+    model_dir, _ = finetuned
+    config = get_config("efficientdet-d0", dict(TINY, num_classes=3))
+    with pytest.raises(TrainError, match="written for efficientdet-d0 with 5 classes, not efficientdet-d0 with 3"):
+        train(config, model_dir, train_file_pattern=records, train_steps=30)
+    with pytest.raises(TrainError, match="written for efficientdet-d0 with 5 classes, not efficientdet-lite0"):
+        train(get_config("efficientdet-lite0", TINY), model_dir, train_file_pattern=records, train_steps=30)
+
+
+def test_load_pretrained_takes_the_reference_ema_values(d0_reference_dir):
+    from efficientdet_tf.model.efficientdet import build_model
+
+    model = build_model("efficientdet-d0", dict(TINY))
+    before = {n: v.numpy() for n, v in model_variables(model).items() if n in CLASS_PREDICTOR}
+    report = load_pretrained(model, d0_reference_dir)
+    assert report["skipped"] == CLASS_PREDICTOR and report["loaded"] == 707
+    reader = tf.train.load_checkpoint(os.path.join(d0_reference_dir, "model"))
+    variables = model_variables(model)
+    for name in ["box_net/box-predict/pointwise_kernel", "class_net/class-predict/depthwise_kernel",
+                 "fpn_cells/cell_2/fnode7/WSM_1", "efficientnet-b0/blocks_15/conv2d_1/kernel"]:
+        np.testing.assert_array_equal(variables[name].numpy(), reader.get_tensor(name + EMA_SUFFIX))
+    for name in CLASS_PREDICTOR:
+        np.testing.assert_array_equal(variables[name].numpy(), before[name])
+
+
+def test_nan_loss_stops_with_step_parts_rate_and_last_checkpoint(records, tmp_path, monkeypatch):
+    from efficientdet_tf import losses
+
+    original = losses.detection_loss
+    calls = tf.Variable(0, dtype=tf.int64)
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        count = calls.assign_add(1)
+        # From the third step on the box loss is NaN (a stand-in for diverging training).
+        nan = tf.where(count >= 3, tf.constant(np.nan, tf.float32), 0.0)
+        out = dict(out, box_loss=out["box_loss"] + nan)
+        out["det_loss"] = out["cls_loss"] + 50.0 * out["box_loss"]
+        return out
+
+    monkeypatch.setattr(losses, "detection_loss", poisoned)
+    model_dir = str(tmp_path / "model")
+    with pytest.raises(NonFiniteLossError) as info:
+        train(get_config("efficientdet-d0", SMALL), model_dir, train_file_pattern=records, train_steps=10,
+              save_every=2, seed=1, progress=False)
+    message = str(info.value)
+    assert "loss is not finite at step 3" in message
+    assert "box_loss nan" in message and "cls_loss" in message and "learning rate" in message
+    assert "last good checkpoint: %s" % os.path.join(model_dir, "ckpt-2") in message
+    # Nothing after the last good checkpoint was saved.
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+    assert not glob.glob(os.path.join(model_dir, "ckpt-3*"))
+
+
+def test_bad_input_fails_before_training(records, tmp_path, d0_reference_dir):
+    config = get_config("efficientdet-d0", SMALL)
+    cases = [
+        (dict(train_file_pattern=str(tmp_path / "missing-*.tfrecord")), "no file matches"),
+        (dict(train_file_pattern=None), "give --train_file_pattern or --tfds_name"),
+        (dict(train_file_pattern=records, strategy="tpu"), "no TPU found"),
+        (dict(train_file_pattern=records, strategy="parameter_server"), "--strategy must be one of"),
+        (dict(train_file_pattern=records, freeze="^nothing-like-this"), "matches no variable"),
+    ]
+    empty = tmp_path / "empty.tfrecord"
+    empty.write_bytes(b"")
+    cases.append((dict(train_file_pattern=str(empty)), "hold no records"))
+    for kwargs, expected in cases:
+        with pytest.raises(TrainError, match=expected):
+            train(config, str(tmp_path / "model"), train_steps=2, **kwargs)
+    lite = get_config("efficientdet-lite0", SMALL)
+    with pytest.raises(TrainError, match="efficientnet-b0 backbone but the model uses efficientnet-lite0"):
+        train(lite, str(tmp_path / "lite"), train_file_pattern=records, train_steps=2,
+              pretrained_ckpt=d0_reference_dir)
+    assert not glob.glob(str(tmp_path / "*" / "ckpt-*"))
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_dir=%s" % (tmp_path / "m"),
+         "--train_file_pattern=%s" % (tmp_path / "nothing-*.tfrecord"), "--hparams=image_size=128"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if re.match(r"^\S+: error: ", line)]
+    assert len(lines) == 1 and "no file matches the input pattern" in lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_mixed_precision_and_xla_train_with_float32_weights(records, tmp_path):
+    losses = {}
+    for name, kwargs in [("float32", {}), ("float16", {"train.mixed_precision": "float16"}),
+                         ("bfloat16", {"train.mixed_precision": "bfloat16"}), ("xla", {})]:
+        config = get_config("efficientdet-d0", dict(SMALL, **kwargs))
+        result = train(config, str(tmp_path / name), train_file_pattern=records, train_steps=3, seed=1,
+                       deterministic=False, use_xla=name == "xla", progress=False)
+        assert result["step"] == 3 and np.all(np.isfinite([h[2] for h in result["history"]])), name
+        losses[name] = result["history"][0][1]
+        views = trainer_tensors(result["checkpoint"])
+        assert {str(v.dtype) for v in views["weights"].values()} == {"float32"}, name
+    # Same seed, same first batch: the first loss agrees up to the compute precision.
+    for name, tolerance in [("float16", 1e-2), ("bfloat16", 3e-2), ("xla", 1e-4)]:
+        assert abs(losses[name] - losses["float32"]) <= tolerance * losses["float32"], (name, losses)

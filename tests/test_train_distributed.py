@@ -1,0 +1,127 @@
+"""The loss does not depend on the replica count: one device vs MirroredStrategy over 2 logical CPUs,
+and a 2-worker MultiWorkerMirroredStrategy on localhost (TF_CONFIG). Each runs in subprocesses,
+because TensorFlow's devices and cluster can be configured only once per process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_train import SMALL, make_shapes_records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from efficientdet_tf.config import get_config
+from efficientdet_tf.train.errors import TrainError
+from efficientdet_tf.train.trainer import train
+
+records, out_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+config = get_config("efficientdet-d0", overrides)
+results = {}
+for name, strategy in [("one_device", tf.distribute.OneDeviceStrategy("/cpu:0")),
+                       ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
+    result = train(config, out_dir + "/" + name, train_file_pattern=records, train_steps=3, save_every=3,
+                   strategy=strategy, seed=7, deterministic=True, progress=False)
+    results[name] = {"replicas": strategy.num_replicas_in_sync, "history": result["history"],
+                     "losses": result["losses"]}
+try:
+    train(config.replace({"train.batch_size": 3}), out_dir + "/odd", train_file_pattern=records, train_steps=1,
+          strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), progress=False)
+except TrainError as e:
+    results["odd_batch_error"] = str(e)
+print("RESULTS " + json.dumps(results))
+"""
+
+WORKER_SCRIPT = r"""
+import json, sys
+from efficientdet_tf.train.trainer import train
+from efficientdet_tf.config import get_config
+
+records, model_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+result = train(get_config("efficientdet-d0", overrides), model_dir, train_file_pattern=records, train_steps=3,
+               save_every=3, strategy="multi_worker", seed=7, deterministic=True, progress=False)
+print("RESULTS " + json.dumps({"history": result["history"], "checkpoint": result["checkpoint"]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra)
+    return env
+
+
+def _results(stdout):
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULTS ")]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+def test_one_device_and_mirrored_give_the_same_losses(records, tmp_path):
+    run = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, records, str(tmp_path), json.dumps(SMALL)],
+                         capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(run.stdout)
+    one, mirrored = results["one_device"], results["mirrored"]
+    assert (one["replicas"], mirrored["replicas"]) == (1, 2)
+    a, b = np.array(one["history"]), np.array(mirrored["history"])
+    assert a.shape == (3, 3) and np.all(a[:, 0] == [1, 2, 3])
+    # Same global batch: same loss parts at every step, also after two updates of the weights.
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    for key in ("cls_loss", "box_loss", "det_loss", "reg_loss", "total_loss"):
+        assert abs(one["losses"][key] - mirrored["losses"][key]) <= 1e-4, key
+    assert "global batch size 3 is not divisible by the 2 replicas" in results["odd_batch_error"]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_report_the_same_losses_and_the_chief_writes(records, tmp_path):
+    workers = ["localhost:%d" % port for port in _free_ports(2)]
+    model_dir = str(tmp_path / "model")
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, records, model_dir, json.dumps(SMALL)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(TF_CONFIG=tf_config), cwd=ROOT))
+    outputs = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=600)
+            assert process.returncode == 0, stderr[-3000:]
+            outputs.append(_results(stdout))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    chief, other = outputs
+    assert [h[0] for h in chief["history"]] == [1, 2, 3]
+    np.testing.assert_array_equal(np.array(chief["history"]), np.array(other["history"]))
+    assert chief["checkpoint"] == os.path.join(model_dir, "ckpt-3") and other["checkpoint"] is None
+    assert os.path.isfile(os.path.join(model_dir, "ckpt-3.index"))
+    assert os.path.isfile(os.path.join(model_dir, "config.yaml"))
+    assert not [name for name in os.listdir(model_dir) if name.startswith(".scratch")]
