@@ -219,7 +219,7 @@ def test_mixed_precision_and_xla_train_with_float32_weights(records, tmp_path):
                          ("bfloat16", {"train.mixed_precision": "bfloat16"}), ("xla", {})]:
         config = get_config("efficientdet-d0", dict(SMALL, **kwargs))
         result = train(config, str(tmp_path / name), train_file_pattern=records, train_steps=3, seed=1,
-                       deterministic=False, use_xla=name == "xla", progress=False)
+                       deterministic=True, use_xla=name == "xla", progress=False)
         assert result["step"] == 3 and np.all(np.isfinite([h[2] for h in result["history"]])), name
         losses[name] = result["history"][0][1]
         views = trainer_tensors(result["checkpoint"])
@@ -227,3 +227,31 @@ def test_mixed_precision_and_xla_train_with_float32_weights(records, tmp_path):
     # Same seed, same first batch: the first loss agrees up to the compute precision.
     for name, tolerance in [("float16", 1e-2), ("bfloat16", 3e-2), ("xla", 1e-4)]:
         assert abs(losses[name] - losses["float32"]) <= tolerance * losses["float32"], (name, losses)
+
+
+def test_ema_starts_at_the_weights_and_warms_up_like_the_official():
+    import keras
+
+    from efficientdet_tf.train.optimizer import DetectionSGD, ema_variables
+
+    weight = keras.Variable(np.array([1.0, -2.0], np.float32))
+    sgd = DetectionSGD(learning_rate=0.1, momentum=0.0, use_ema=True, ema_momentum=0.9998)
+    sgd.build([weight])
+    (_, average), = ema_variables(sgd)
+    expected = None
+    for step in range(4):
+        sgd.apply([tf.constant([1.0, 1.0])], [weight])
+        value = weight.numpy()
+        decay = 0.0 if step == 0 else min(0.9998, (1.0 + step) / (10.0 + step))
+        expected = value if expected is None else decay * expected + (1 - decay) * value
+        np.testing.assert_allclose(average.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(weight.numpy(), [0.6, -2.4], rtol=1e-6)
+
+
+def test_schedule_warms_up_then_decays_by_cosine_scaled_with_the_batch():
+    from efficientdet_tf.train.schedules import build_schedule
+
+    train_config = get_config("efficientdet-d0").train  # lr 0.08, warm-up from 0.008 over 1 epoch
+    schedule = build_schedule(train_config, global_batch=32, steps_per_epoch=10, total_steps=110)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
+    np.testing.assert_allclose(rates, [0.004, 0.022, 0.04, 0.02, 0.0], atol=1e-7)

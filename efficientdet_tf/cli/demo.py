@@ -17,31 +17,38 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_out", "Where every artefact of the run goes.")
 flags.DEFINE_bool("quick", False, "A few training steps on a few pictures: checks the whole path (CI), "
                   "the detector learns nothing useful.")
-flags.DEFINE_integer("num_train", None, "Shapes training pictures to generate (default 600; 32 with --quick).")
+flags.DEFINE_integer("num_train", None, "Shapes training pictures to generate (default 1000; 32 with --quick).")
 flags.DEFINE_integer("num_val", None, "Held-out shapes validation pictures (default 100; 8 with --quick).")
-flags.DEFINE_integer("train_steps", None, "Training steps (default: the demo schedule; 6 with --quick).")
+flags.DEFINE_integer("train_steps", None, "Training steps (default 3600; 6 with --quick).")
 flags.DEFINE_integer("seed", 0, "Seed of the shapes dataset and of the training run.")
 flags.DEFINE_string("hparams", "", "Overrides of the demo model's hparams, e.g. 'train.learning_rate=0.3'.")
 
-# The demo detector. Lite0's network at 128 px on pictures of 128-160 px: the shapes keep at least
-# ~14 px, which anchors of scale 2 (16 px at stride 8) cover; small enough to train from scratch on
-# two CPU cores within the demo's time (see BENCHMARKS.md, "Main job").
+# The demo detector: Lite0's design at 128 px, slimmed (half-width, half-depth backbone, 32-channel
+# BiFPN of 2 cells, 2-layer heads) so that two CPU cores train it from scratch in minutes; the
+# pictures are drawn at 128-160 px so every shape keeps at least ~14 px, which anchors of scale 2
+# (16 px at stride 8) cover. Measurements behind these choices: BENCHMARKS.md, "Main job".
 MODEL = "efficientdet-lite0"
 PICTURE_SIZES = (128, 160)
 DEMO_HPARAMS = {
     "image_size": 128,
+    "backbone_width": 0.5,
+    "backbone_depth": 0.5,
+    "fpn_num_filters": 32,
+    "fpn_cell_repeats": 2,
+    "box_class_repeats": 2,
     "anchors.anchor_scale": 2.0,
     "data.jitter_min": 0.6,             # milder scale jitter than the COCO recipe (0.1-2.0): short run
     "data.jitter_max": 1.5,
     "train.batch_size": 16,
-    "train.learning_rate": 0.24,        # per 64 pictures: 0.06 at batch 16
+    "train.learning_rate": 0.96,        # per 64 pictures: 0.24 at batch 16 (3x the COCO rate: short run)
     "train.lr_warmup_epoch": 1.0,
     "train.moving_average_decay": 0.999,
     "nms.score_threshold": 0.001,
     "eval.batch_size": 16,
     "eval.num_pictures_drawn": 16,
 }
-TRAIN_STEPS = 1200
+TRAIN_STEPS = 3600
+NUM_TRAIN, NUM_VAL = 1000, 100
 QUICK = {"num_train": 32, "num_val": 8, "train_steps": 6, "batch_size": 8}
 
 
@@ -67,8 +74,8 @@ def main(argv):
         raise common.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     started = time.time()
     quick = FLAGS.quick
-    num_train = FLAGS.num_train if FLAGS.num_train is not None else (QUICK["num_train"] if quick else 600)
-    num_val = FLAGS.num_val if FLAGS.num_val is not None else (QUICK["num_val"] if quick else 100)
+    num_train = FLAGS.num_train if FLAGS.num_train is not None else (QUICK["num_train"] if quick else NUM_TRAIN)
+    num_val = FLAGS.num_val if FLAGS.num_val is not None else (QUICK["num_val"] if quick else NUM_VAL)
     train_steps = FLAGS.train_steps or (QUICK["train_steps"] if quick else TRAIN_STEPS)
     if num_train < 1 or num_val < 1:
         raise common.UsageError("--num_train and --num_val must be at least 1")

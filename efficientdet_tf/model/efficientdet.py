@@ -81,11 +81,6 @@ def build_model(name_or_config="efficientdet-d0", overrides=None, **kwargs):
     return EfficientDet(config)
 
 
-def backbone_layers(model):
-    """The layers of the EfficientNet backbone (names start with 'efficientnet-'), in model order."""
-    return [layer for layer in model.layers if layer.name.startswith("efficientnet-")]
-
-
 def set_batch_norm_synchronized(model, synchronized=True):
     """Makes every BatchNormalization layer compute batch statistics over all replicas (or not).
 

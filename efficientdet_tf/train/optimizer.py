@@ -26,7 +26,9 @@ class DetectionSGD(keras.optimizers.SGD):
         if not self.use_ema:
             return
         step = ops.cast(self.iterations, "float32")
-        decay = ops.minimum(self.ema_momentum, (1.0 + step) / (10.0 + step))
+        # The first update copies the weights (the averages start at zero), as the official
+        # shadow variables start from the weights' values.
+        decay = ops.where(step > 0, ops.minimum(self.ema_momentum, (1.0 + step) / (10.0 + step)), 0.0)
         for var, average in zip(trainable_variables, self._model_variables_moving_average):
             if average is not None:
                 rate = ops.cast(decay, var.dtype)

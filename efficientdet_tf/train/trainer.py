@@ -5,9 +5,7 @@ import os
 import re
 import time
 
-from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from efficientdet_tf import factory, losses
@@ -122,7 +120,7 @@ def _freeze_filter(model, pattern):
     return keep, frozen
 
 
-def _build_model(config, precision):
+def build_training_model(config, precision="float32"):
     """The network with synchronized batch norm, under the precision policy (restored afterwards)."""
     from efficientdet_tf.model.efficientdet import build_model, set_batch_norm_synchronized
 
@@ -147,6 +145,46 @@ def _data_error(error):
 
 def _format_losses(values):
     return ", ".join("%s %.6g" % (k, values[k]) for k in LOSS_KEYS if k in values)
+
+
+def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, precision="float32",
+                     use_xla=False):
+    """The distributed training step: `step((images, labels)) -> {loss part: value summed over replicas}`.
+
+    Each replica normalises its loss by the positives of the global batch (+1) and carries
+    1/replicas of the weight decay, so the replicas' losses and gradients sum to those of the global
+    batch on one device. Gradients are summed over replicas here, then clipped by global norm and
+    applied by the optimizer (which must not reduce them again: `optimizer.DetectionSGD`).
+    """
+    replicas = strategy.num_replicas_in_sync
+    float16 = precision == "float16"
+
+    def replica_step(images, labels):
+        context = tf.distribute.get_replica_context()
+        positives = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["num_positives"]))
+        with tf.GradientTape() as tape:
+            class_outputs, box_outputs = model(images, training=True)
+            parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=positives + 1.0)
+            reg = losses.l2_loss(trainable, weight_decay) / replicas if weight_decay else tf.constant(0.0)
+            total = parts["det_loss"] + reg
+            scaled = optimizer.scale_loss(total) if float16 else total
+        grads = tape.gradient(scaled, trainable)
+        # Clipping by global norm needs the global gradient: sum over replicas here, not in the optimizer.
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        optimizer.apply(grads, trainable)
+        return dict(parts, reg_loss=reg, total_loss=total)
+
+    step_fn = tf.function(replica_step, jit_compile=True) if use_xla else replica_step
+
+    @tf.function
+    def train_step(batch):
+        images, labels = batch
+        # Only the loss's inputs go in: XLA cannot take the string ids, and the rest is unused.
+        labels = {k: v for k, v in labels.items() if k.startswith(("cls_targets_", "box_targets_", "num_positives"))}
+        per_replica = strategy.run(step_fn, args=(images, labels))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    return train_step
 
 
 def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_steps=None, num_epochs=None,
@@ -240,8 +278,17 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
     checkpointing.check_model_dir(model_dir, config)
 
     with strategy.scope():
-        model = _build_model(config, precision)
+        model = build_training_model(config, precision)
         trainable, frozen = _freeze_filter(model, freeze)
+        pretrained = None
+        if pretrained_ckpt and not tf.train.latest_checkpoint(model_dir):
+            from efficientdet_tf.checkpoints.loading import load_pretrained
+
+            # Before the optimizer exists, so that its EMA starts from the pretrained weights.
+            try:
+                pretrained = load_pretrained(model, pretrained_ckpt)
+            except CheckpointError as e:
+                raise TrainError("--pretrained_ckpt: %s" % e) from None
         schedule = schedules.build_schedule(tc, global_batch, steps_per_epoch, total_steps)
         optimizer = build_optimizer(tc, schedule, precision)
         optimizer.build(trainable)
@@ -250,14 +297,6 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
         ckpt = checkpointing.Checkpointer(model_dir, model, optimizer, data_position, keep_checkpoints,
                                           chief=chief, worker=strategy_lib.worker_id(strategy))
         resumed_from = ckpt.restore_latest()
-        pretrained = None
-        if resumed_from is None and pretrained_ckpt:
-            from efficientdet_tf.checkpoints.loading import load_pretrained
-
-            try:
-                pretrained = load_pretrained(model, pretrained_ckpt)
-            except CheckpointError as e:
-                raise TrainError("--pretrained_ckpt: %s" % e) from None
     if chief:
         checkpointing.write_config(model_dir, config)
     if pretrained and chief:
@@ -281,33 +320,8 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dataset)
-    float16 = precision == "float16"
-
-    def replica_step(images, labels):
-        context = tf.distribute.get_replica_context()
-        positives = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["num_positives"]))
-        with tf.GradientTape() as tape:
-            class_outputs, box_outputs = model(images, training=True)
-            parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=positives + 1.0)
-            # Each replica carries 1/replicas of the weight decay; the sum over replicas is the loss.
-            reg = losses.l2_loss(trainable, weight_decay) / replicas if weight_decay else tf.constant(0.0)
-            total = parts["det_loss"] + reg
-            scaled = optimizer.scale_loss(total) if float16 else total
-        grads = tape.gradient(scaled, trainable)
-        # Clipping by global norm needs the global gradient: sum over replicas here, not in the optimizer.
-        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        optimizer.apply(grads, trainable)
-        return dict(parts, reg_loss=reg, total_loss=total)
-
-    step_fn = tf.function(replica_step, jit_compile=True) if use_xla else replica_step
-
-    @tf.function
-    def train_step(batch):
-        images, labels = batch
-        # Only the loss's inputs go in: XLA cannot take the string ids, and the rest is unused.
-        labels = {k: v for k, v in labels.items() if k.startswith(("cls_targets_", "box_targets_", "num_positives"))}
-        per_replica = strategy.run(step_fn, args=(images, labels))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+    train_step = build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, precision,
+                                  use_xla)
 
     step = int(optimizer.iterations.numpy())
     last_good = resumed_from
