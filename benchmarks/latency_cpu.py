@@ -1,12 +1,16 @@
-"""CPU latency of D0 at batch 1: Keras model, SavedModel (with/without XLA), TFLite and `effdet`.
+"""CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite and `effdet`.
 
     python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--checkpoint DIR] [--no_peer] [--xla]
+                                     [--quantized] [--batch8] [--memory]
 
 Network only and end to end (preprocessing + network + decoding + soft-NMS from a uint8 picture) for
 each, medians in ms over repeated runs in one process, and ratios to the PyTorch `effdet`
 tf_efficientdet_d0 (random weights, pretrained_backbone=False; bench_task='' for the network,
 'predict' for decoding + NMS). The peer is skipped with a message when torch/effdet do not import.
-The reference checkpoint is loaded when present so NMS sees realistic scores.
+The reference checkpoint is loaded when present so NMS sees realistic scores. --quantized adds the
+fp16 and int8 TFLite files (int8 calibrated on synthetic shapes pictures), --batch8 the throughput
+at batch 8 (pictures/s) of the SavedModel and the peer, --memory the peak resident memory of a
+fresh process that loads the SavedModel and serves 20 pictures.
 """
 
 import argparse
@@ -71,17 +75,53 @@ def tensorflow_fns(args, root):
         fns[name + " end to end"] = functools.partial(
             lambda serve: [t.numpy() for t in serve(images=tf.constant(picture)).values()],
             signatures["serving_default"])
-    # fp32 TFLite files run with XNNPACK, one thread per core.
-    for raw, label, feed in ((True, "tflite network", {"normalized_images": net_input}),
-                             (False, "tflite end to end", {"images": picture})):
-        path = export_tflite(folded, detector.config, os.path.join(root, "%s.tflite" % raw), "fp32",
-                             raw_outputs=raw)
+    # TFLite files run with XNNPACK, one thread per core.
+    files = [(True, "fp32", "tflite network", {"normalized_images": net_input}),
+             (False, "fp32", "tflite end to end", {"images": picture})]
+    calibration = None
+    if args.quantized:
+        calibration = shapes_records(root)
+        files += [(False, "fp16", "tflite fp16 end to end", {"images": picture})]
+        if args.int8:
+            files += [(False, "int8", "tflite int8 end to end", {"images": picture})]
+    for raw, quantization, label, feed in files:
+        path = export_tflite(folded, detector.config, os.path.join(root, "%s_%s.tflite" % (raw, quantization)),
+                             quantization, raw_outputs=raw, calibration_file_pattern=calibration,
+                             num_calibration_images=32)
         runner = tf.lite.Interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
         fns[label] = functools.partial(lambda run, feed: run(**feed), runner, feed)
+    if args.batch8:
+        batch = np.random.default_rng(2).integers(0, 256, (8, 512, 512, 3), dtype=np.uint8)
+        fns["savedmodel end to end batch8"] = functools.partial(
+            lambda serve: [t.numpy() for t in serve(images=tf.constant(batch)).values()],
+            tf.saved_model.load(os.path.join(root, "1")).signatures["serving_default"])
     return fns
 
 
-def peer_fns():
+def shapes_records(root):
+    """TFRecords of 32 synthetic shapes pictures for int8 calibration; returns their pattern."""
+    from tfrecord_tools import create_coco_tfrecord
+    from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
+    folder = os.path.join(root, "shapes")
+    jsons = make_shapes_dataset(folder, 32, 0, size_range=(400, 640))
+    create_coco_tfrecord.create_coco_tfrecord(os.path.join(folder, "train"), jsons["train"],
+                                              os.path.join(folder, "train"), num_shards=1, num_workers=2)
+    return os.path.join(folder, "train-*")
+
+
+def serving_peak_memory(root):
+    """Peak resident memory (MiB) of a fresh process that loads the SavedModel and serves 20 pictures."""
+    import subprocess
+    code = ("import resource, numpy as np, tensorflow as tf\n"
+            "serve = tf.saved_model.load(%r).signatures['serving_default']\n"
+            "picture = tf.constant(np.zeros((1, 480, 640, 3), np.uint8))\n"
+            "for _ in range(20): serve(images=picture)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n" % os.path.join(root, "1"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def peer_fns(batch8=False):
     """{label: fn} for effdet's tf_efficientdet_d0, or {} with a message when it is not installed."""
     try:
         import effdet
@@ -95,10 +135,12 @@ def peer_fns():
         model = effdet.create_model("tf_efficientdet_d0", bench_task=task, pretrained=False,
                                     pretrained_backbone=False).eval()
 
-        def run(model=model):
+        def run(model=model, x=x):
             with torch.no_grad():
                 return model(x)
         fns[label] = run
+        if batch8 and task == "predict":
+            fns["effdet end to end batch8"] = functools.partial(run, model, torch.randn(8, 3, 512, 512))
     return fns
 
 
@@ -110,17 +152,26 @@ def main():
     parser.add_argument("--no_peer", action="store_true")
     parser.add_argument("--xla", action="store_true", help="also time the XLA-compiled SavedModel "
                         "(about 10x slower on CPU)")
+    parser.add_argument("--quantized", action="store_true", help="also time fp16 and int8 TFLite files")
+    parser.add_argument("--int8", action="store_true", help="with --quantized, also the int8 TFLite file")
+    parser.add_argument("--batch8", action="store_true", help="also time batch 8 (throughput)")
+    parser.add_argument("--memory", action="store_true", help="report the serving process's peak memory")
     args = parser.parse_args()
-    fns = {} if args.no_peer else peer_fns()
+    fns = {} if args.no_peer else peer_fns(args.batch8)
     with tempfile.TemporaryDirectory() as root:
         fns.update(tensorflow_fns(args, root))
         timings = interleaved_medians(fns, args.runs, args.warmup)
-    print("\nD0, batch 1, 512x512, CPU (%d cores), medians of %d runs" % (os.cpu_count(), args.runs))
+        memory = serving_peak_memory(root) if args.memory else None
+    print("\nD0, 512x512, CPU (%d cores), medians of %d interleaved rounds" % (os.cpu_count(), args.runs))
     for label, ms in timings.items():
         kind = "network" if label.endswith("network") else "end to end"
+        kind += " batch8" if label.endswith("batch8") else ""
         peer = timings.get("effdet " + kind)
         ratio = "  %.2fx faster than effdet" % (peer / ms) if peer and not label.startswith("effdet") else ""
-        print("%-28s %8.1f ms%s" % (label, ms, ratio))
+        rate = "  (%.1f pictures/s)" % (8000.0 / ms) if label.endswith("batch8") else ""
+        print("%-32s %8.1f ms%s%s" % (label, ms, rate, ratio))
+    if memory:
+        print("SavedModel serving process peak resident memory: %.0f MiB" % memory)
 
 
 if __name__ == "__main__":
