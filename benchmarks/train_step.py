@@ -22,8 +22,10 @@ Each measurement is printed as one JSON line (also appended to $OUT/train_step.j
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -71,6 +73,7 @@ def tensorflow_step(args):
     from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
 
     folder = tempfile.mkdtemp(prefix="train_step_bench_")
+    atexit.register(shutil.rmtree, folder, True)
     jsons = make_shapes_dataset(folder, max(args.batch * 2, 8), 1, seed=0, size_range=(480, 640))
     paths, _ = create_coco_tfrecord.create_coco_tfrecord(
         os.path.join(folder, "train"), jsons["train"], os.path.join(folder, "train"), num_shards=1)

@@ -12,6 +12,17 @@ log = logging.getLogger(__name__)
 _CLASS_PREDICTOR = "class_net/class-predict/"
 _BOX_PREDICTOR = "box_net/box-predict/"
 _GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+CONFIG_FILE = "config.yaml"  # what the trainer writes beside its checkpoints
+
+
+def saved_config_path(checkpoint):
+    """`<model_dir>/config.yaml` when `checkpoint` is a trainer model_dir or a ckpt-N prefix in one,
+    else None: such a checkpoint says itself which network it holds."""
+    path = os.fspath(checkpoint)
+    for directory in (path, os.path.dirname(path)):
+        if directory and os.path.isdir(directory) and os.path.isfile(os.path.join(directory, CONFIG_FILE)):
+            return os.path.join(directory, CONFIG_FILE)
+    return None
 
 
 def _short(names, limit=6):

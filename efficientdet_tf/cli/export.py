@@ -32,9 +32,12 @@ def main(argv):
         raise common.UsageError("--tflite takes %s, got %s" % (",".join(QUANTIZATIONS), ",".join(bad)))
     if "int8" in FLAGS.tflite and not FLAGS.calibration_file_pattern:
         raise common.UsageError("--tflite=int8 needs --calibration_file_pattern")
+    from efficientdet_tf.checkpoints.loading import saved_config_path
     from efficientdet_tf.config import get_config
     from efficientdet_tf.inference import build_detection_model
-    config = get_config(FLAGS.model_name, FLAGS.hparams or None)
+    # A trainer model_dir says which network it holds (its config.yaml); --model_name is for the rest.
+    saved = saved_config_path(FLAGS.checkpoint) if FLAGS.checkpoint else None
+    config = get_config(saved or FLAGS.model_name, FLAGS.hparams or None)
     model, config = build_detection_model(config, FLAGS.checkpoint or None)
     network = fold_and_check(model, config) if FLAGS.fold_batch_norms else model
     path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)

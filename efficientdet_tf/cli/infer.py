@@ -58,9 +58,11 @@ def main(argv):
     if FLAGS.saved_model_dir:
         detect = _saved_model_detector(FLAGS.saved_model_dir)
     else:
+        from efficientdet_tf.checkpoints.loading import saved_config_path
         from efficientdet_tf.config import get_config
         from efficientdet_tf.inference import Detector
-        detect = Detector(get_config(FLAGS.model_name, FLAGS.hparams or None), FLAGS.checkpoint)
+        saved = saved_config_path(FLAGS.checkpoint) if FLAGS.checkpoint else None
+        detect = Detector(get_config(saved or FLAGS.model_name, FLAGS.hparams or None), FLAGS.checkpoint)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     results = []
     for path in files:

@@ -235,6 +235,29 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
       TrainError: bad input, found before any training step (one line); NonFiniteLossError when the
         loss turns NaN/Inf (step, loss parts, learning rate, last good checkpoint in the message).
     """
+    from tensorflow.python.framework import config as tf_config
+
+    # Op determinism is process-wide: switch it off again afterwards for API callers.
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    if deterministic and not use_xla:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        return _train(config, model_dir, train_file_pattern=train_file_pattern, tfds_name=tfds_name,
+                      train_steps=train_steps, num_epochs=num_epochs, batch_size=batch_size,
+                      save_every=save_every, keep_checkpoints=keep_checkpoints, strategy=strategy, tpu=tpu,
+                      pretrained_ckpt=pretrained_ckpt, freeze=freeze, seed=seed, deterministic=deterministic,
+                      use_xla=use_xla, eval_fn=eval_fn, eval_every=eval_every, progress=progress,
+                      summary_every=summary_every)
+    finally:
+        if deterministic and not was_deterministic:
+            tf_config.disable_op_determinism()
+
+
+def _train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_steps=None, num_epochs=None,
+          batch_size=None, save_every=1000, keep_checkpoints=5, strategy=None, tpu=None, pretrained_ckpt=None,
+          freeze=None, seed=None, deterministic=False, use_xla=False, eval_fn=None, eval_every=0,
+          progress=True, summary_every=100):
+    """The body of `train` (same arguments)."""
     # A multi-worker strategy must exist before TensorFlow runs anything else in the process.
     strategy = strategy_lib.get_strategy(strategy or "", tpu)
     try:
@@ -253,12 +276,13 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
         raise TrainError("train_steps must be >= 1, got %d" % train_steps)
     if save_every < 1:
         raise TrainError("save_every must be >= 1, got %d" % save_every)
+    if deterministic and use_xla:
+        raise TrainError("--deterministic and --use_xla do not go together: XLA has no deterministic "
+                         "max-pool gradient")
     if eval_every and eval_fn is None:
         raise TrainError("eval_every needs an eval_fn")
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
 
     from efficientdet_tf.data.pipeline import InputPipeline
 
