@@ -220,6 +220,23 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_cli_traineval_evaluates_and_keeps_the_best(records, tmp_path):
+    model_dir = tmp_path / "m"
+    hparams = "image_size=128,num_classes=5,fpn_cell_repeats=1,box_class_repeats=1,train.batch_size=4"
+    result = subprocess.run(
+        [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_name=efficientdet-lite0",
+         "--model_dir=%s" % model_dir, "--train_file_pattern=%s" % records, "--hparams=" + hparams,
+         "--train_steps=4", "--save_every=2", "--mode=traineval", "--val_file_pattern=%s" % records,
+         "--eval_every=2", "--seed=1"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best checkpoint by AP" in result.stdout
+    for step in (2, 4):  # COCO metrics of the EMA weights at each evaluation
+        with open(model_dir / "eval" / ("step_%d" % step) / "metrics.json") as f:
+            assert {"AP", "AP50", "ARmax100", "per_class"} <= set(json.load(f))
+    assert tf.train.latest_checkpoint(str(model_dir / "best")) is not None
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_mixed_precision_trains_with_float32_weights(records, tmp_path):
     # (--use_xla is left out here: compiling D0 with XLA on this CPU takes minutes.)

@@ -31,6 +31,12 @@ flags.DEFINE_bool("deterministic", False, "Fixed input order and augmentation, d
                   "run ends with the weights of an uninterrupted one.")
 flags.DEFINE_bool("use_xla", False, "XLA-compile the training step.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_enum("mode", "train", ["train", "traineval"], "traineval also evaluates the EMA weights on "
+                  "--val_file_pattern every --eval_every steps (COCO metrics to TensorBoard; the best "
+                  "checkpoint by AP is kept in <model_dir>/best/).")
+flags.DEFINE_string("val_file_pattern", "", "Validation TFRecords for --mode=traineval.")
+flags.DEFINE_string("val_json_file", "", "COCO ground-truth JSON of the validation set (default: built from the records).")
+flags.DEFINE_integer("eval_every", 1000, "Steps between evaluations with --mode=traineval.")
 
 
 def main(argv):
@@ -40,6 +46,10 @@ def main(argv):
         raise common.UsageError("--model_dir is required")
     if FLAGS.train_file_pattern and FLAGS.tfds_name:
         raise common.UsageError("give --train_file_pattern or --tfds_name, not both")
+    if FLAGS.mode == "traineval" and not FLAGS.val_file_pattern:
+        raise common.UsageError("--mode=traineval needs --val_file_pattern")
+    if FLAGS.mode == "traineval" and FLAGS.eval_every < 1:
+        raise common.UsageError("--eval_every must be >= 1 with --mode=traineval")
     # The strategy comes first: a multi-worker strategy must exist before TensorFlow runs anything.
     from efficientdet_tf.train import strategy as strategy_lib
     from efficientdet_tf.train.errors import TrainError
@@ -55,6 +65,14 @@ def main(argv):
     if FLAGS.mixed_precision is not None:
         config = config.replace({"train.mixed_precision": "" if FLAGS.mixed_precision == "float32"
                                  else FLAGS.mixed_precision})
+    eval_fn = None
+    if FLAGS.mode == "traineval":
+        import os
+
+        from efficientdet_tf.eval.evaluator import make_eval_fn
+        eval_fn = make_eval_fn(config, val_file_pattern=FLAGS.val_file_pattern,
+                               val_json_file=FLAGS.val_json_file or None,
+                               output_dir=os.path.join(FLAGS.model_dir, "eval"))
     try:
         result = train(config, FLAGS.model_dir, train_file_pattern=FLAGS.train_file_pattern or None,
                        tfds_name=FLAGS.tfds_name or None, train_steps=FLAGS.train_steps or None,
@@ -62,6 +80,7 @@ def main(argv):
                        save_every=FLAGS.save_every, keep_checkpoints=FLAGS.keep_checkpoints, strategy=strategy,
                        pretrained_ckpt=FLAGS.pretrained_ckpt or None, freeze=FLAGS.freeze or None,
                        seed=FLAGS.seed, deterministic=FLAGS.deterministic, use_xla=FLAGS.use_xla,
+                       eval_fn=eval_fn, eval_every=FLAGS.eval_every if eval_fn else 0,
                        progress=FLAGS.progress)
     except TrainError as e:
         raise common.UsageError(str(e)) from None
@@ -69,6 +88,9 @@ def main(argv):
     print("\nstep %d: %s; %.1f pictures/s; checkpoint %s" % (
         result["step"], ", ".join("%s %.5f" % (k, v) for k, v in losses.items()),
         result["pictures_per_second"], result["checkpoint"]), flush=True)
+    if result.get("best"):
+        print("best checkpoint by AP: %s (AP %.4f at step %d)" % (
+            result["best"]["checkpoint"], result["best"]["AP"], result["best"]["step"]), flush=True)
 
 
 def run():

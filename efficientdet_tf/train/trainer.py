@@ -3,6 +3,7 @@
 import math
 import os
 import re
+import sys
 import time
 
 import keras
@@ -350,8 +351,9 @@ def _train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_
     step = int(optimizer.iterations.numpy())
     last_good = resumed_from
     writer = SummaryWriter(os.path.join(model_dir, "train"), config, enabled=chief)
-    bar = keras.utils.Progbar(total_steps, stateful_metrics=list(LOSS_KEYS) + ["lr", "pics/s"],
-                              unit_name="step") if progress and chief else None
+    # Off a terminal (CI logs, nohup) the bar prints a line per update: every 15 s is enough there.
+    bar = keras.utils.Progbar(total_steps, stateful_metrics=list(LOSS_KEYS) + ["lr", "pics/s"], unit_name="step",
+                              interval=0.05 if sys.stdout.isatty() else 15.0) if progress and chief else None
     evaluations, best, history = [], None, []
     saved_step = step if resumed_from else None
     values, rate_window, steady_times = {}, [], []
