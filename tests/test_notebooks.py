@@ -29,3 +29,13 @@ def test_quickstart_runs_top_to_bottom(tmp_path):
     assert "the SavedModel agrees with the Detector" in text
     assert (tmp_path / "quickstart_out" / "export" / "1" / "saved_model.pb").is_file()
     assert (tmp_path / "quickstart_out" / "efficientdet-d0_fp32.tflite").is_file()
+
+
+@pytest.mark.slow
+def test_train_custom_data_runs_top_to_bottom(tmp_path):
+    notebook = _execute("train_custom_data.ipynb", tmp_path)
+    text = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
+    assert "num_classes = 5" in text and "TFLite:" in text
+    out = tmp_path / "custom_out"
+    assert (out / "eval" / "metrics.json").is_file() and (out / "export" / "1" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in (out / "model").glob("ckpt-*.index"))
