@@ -62,7 +62,8 @@ def test_the_two_setup_commands_come_first_and_ci_runs_the_second():
     first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).strip().splitlines()
     assert first_block[0].startswith("pip install -e . && efficientdet-demo")
     assert first_block[1].startswith('pip install -e ".[test]" && python -m pytest')
-    assert first_block[1] in _read(".ci/run")
+    # CI runs the same command (pip may be told to be quiet there).
+    assert first_block[1] in _read(".ci/run").replace("pip install -q ", "pip install ")
     assert readme.index("```bash") < readme.index("\n## ")  # before any other section
 
 

@@ -3,6 +3,7 @@
 from absl import flags
 
 from efficientdet_tf.cli import common
+from efficientdet_tf.model.flops import summarize
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_name", "efficientdet-d0", "Model name, e.g. efficientdet-d3 or efficientdet-lite0.")
@@ -11,30 +12,6 @@ flags.DEFINE_bool("all", False, "Weights and multiply-adds of every model beside
 flags.DEFINE_bool("compare_fpn", False, "Weights and multiply-adds of --model_name with each feature-network "
                   "topology (fpn_name), relative to the top-down FPN, whole model and feature network alone.")
 flags.DEFINE_string("plot", "", "With --all: write a PNG of weights and multiply-adds against D0..D7x here.")
-
-# Layers of the feature network (extra levels and cells), by their official scope.
-_FEATURE_NETWORK_SCOPES = ("resample_p", "fpn_cells.")
-
-
-def summarize(model):
-    """A dict describing `model`: weights, variables, multiply-adds and per-level output shapes."""
-    import numpy as np
-
-    from efficientdet_tf.model.flops import count_macs
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    total = sum(int(np.prod(w.shape)) for w in model.weights)
-    class_outputs, box_outputs = model.outputs[:len(model.outputs) // 2], model.outputs[len(model.outputs) // 2:]
-    cfg = model.config
-    levels = {}
-    for level, c, b in zip(range(cfg.min_level, cfg.max_level + 1), class_outputs, box_outputs):
-        levels[level] = {"class": list(c.shape[1:]), "box": list(b.shape[1:])}
-    fpn_layers = [layer for layer in model.layers if layer.name.startswith(_FEATURE_NETWORK_SCOPES)]
-    return {"model": model.name, "image_size": cfg.image_size, "total_weights": total,
-            "trainable_weights": trainable, "variables": len(model.weights),
-            "flops": count_macs(model), "levels": levels,
-            "fpn_weights": sum(int(np.prod(w.shape)) for layer in fpn_layers for w in layer.trainable_weights),
-            "fpn_flops": count_macs(model, fpn_layers)}
-
 
 def summarize_all(names=None):
     """[(name, summary)] for every model (or `names`), built one at a time."""

@@ -1,4 +1,4 @@
-"""Multiply-add count of a built Keras model, from its layers' kernels and output shapes."""
+"""Size of a built model: multiply-adds from its layers' kernels and output shapes, weights, outputs."""
 
 import numpy as np
 
@@ -35,3 +35,24 @@ def count_macs(model, layers=None):
             for output in node.outputs:
                 total += _layer_macs(layer, output.shape)
     return int(total)
+
+
+# Layers of the feature network (extra levels and cells), by their official scope.
+_FEATURE_NETWORK_SCOPES = ("resample_p", "fpn_cells.")
+
+
+def summarize(model):
+    """A dict describing `model`: weights, variables, multiply-adds and per-level output shapes."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in model.weights)
+    class_outputs, box_outputs = model.outputs[:len(model.outputs) // 2], model.outputs[len(model.outputs) // 2:]
+    cfg = model.config
+    levels = {}
+    for level, c, b in zip(range(cfg.min_level, cfg.max_level + 1), class_outputs, box_outputs):
+        levels[level] = {"class": list(c.shape[1:]), "box": list(b.shape[1:])}
+    fpn_layers = [layer for layer in model.layers if layer.name.startswith(_FEATURE_NETWORK_SCOPES)]
+    return {"model": model.name, "image_size": cfg.image_size, "total_weights": total,
+            "trainable_weights": trainable, "variables": len(model.weights),
+            "flops": count_macs(model), "levels": levels,
+            "fpn_weights": sum(int(np.prod(w.shape)) for layer in fpn_layers for w in layer.trainable_weights),
+            "fpn_flops": count_macs(model, fpn_layers)}
