@@ -74,12 +74,12 @@ def _saved_model_classes(loaded):
 def load_model_source(checkpoint, model_name=None, hparams=None):
     """Opens what `checkpoint` names: a SavedModel dir, a trainer model dir (config.yaml) or a checkpoint.
 
-    A bare checkpoint (official TF1 dir, `ckpt-N` prefix, `.keras` / `.weights.h5`) needs `model_name`;
+    A bare checkpoint (official TF1 dir, `.keras` / `.weights.h5`) needs `model_name`;
     `hparams` overrides apply on top of the model dir's config.yaml or the model name's hparams.
     """
     import keras
 
-    from efficientdet_tf.checkpoints.loading import load_weights
+    from efficientdet_tf.checkpoints.loading import load_weights, saved_config_path
     from efficientdet_tf.config import get_config
     from efficientdet_tf.model.efficientdet import build_model
 
@@ -115,8 +115,8 @@ def load_model_source(checkpoint, model_name=None, hparams=None):
                              num_classes=_saved_model_classes(loaded))
         source.loaded = loaded  # keeps the signature's variables alive
         return source
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.yaml")):
-        config = get_config(os.path.join(path, "config.yaml"), hparams)
+    if saved_config_path(path):  # a trainer model dir or a ckpt-N inside one
+        config = get_config(saved_config_path(path), hparams)
         description = "model dir %s" % path
     else:
         if not model_name:

@@ -19,11 +19,12 @@ import shutil
 import tensorflow as tf
 import yaml
 
+from efficientdet_tf.checkpoints import loading
 from efficientdet_tf.checkpoints.official import model_variables
 from efficientdet_tf.train import optimizer as optimizer_lib
 from efficientdet_tf.train.errors import TrainError
 
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = loading.CONFIG_FILE  # one name for writer and readers
 PREFIX = "ckpt"
 BEST_DIR = "best"
 # Fault injection for the kill-safety tests: "save:<step>" SIGKILLs this process after the files of
