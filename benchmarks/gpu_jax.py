@@ -9,7 +9,6 @@ Medians over repeated, synchronised runs. Random weights: speed does not depend 
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -17,16 +16,11 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timing import recorder  # noqa: E402 (benchmarks/ is the script's folder)
+
+say = recorder("gpu_jax.jsonl")
 
 SIZES = {"d0": 512, "d1": 640, "d2": 768, "d3": 896, "d4": 1024, "d5": 1280, "d6": 1280, "d7": 1536}
-
-
-def say(**record):
-    line = json.dumps(record)
-    print(line, flush=True)
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "gpu_jax.jsonl"), "a") as f:
-            f.write(line + "\n")
 
 
 def median_ms(fn, sync, repeats, warmup):

@@ -16,34 +16,15 @@ fresh process that loads the SavedModel and serves 20 pictures.
 import argparse
 import functools
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timing import interleaved_medians  # noqa: E402 (benchmarks/ is the script's folder)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                                   "reference", "efficientdet-d0")
-
-
-def interleaved_medians(fns, runs, warmup):
-    """{label: median ms} timing every fn once per round, round after round.
-
-    Interleaving spreads the noise of a shared machine over all candidates alike, so the ratios
-    between them hold even when the absolute figures drift.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {label: [] for label in fns}
-    for _ in range(runs):
-        for label, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[label].append((time.perf_counter() - start) * 1000.0)
-    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def tensorflow_fns(args, root):

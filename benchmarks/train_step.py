@@ -23,38 +23,16 @@ Each measurement is printed as one JSON line (also appended to $OUT/train_step.j
 
 import argparse
 import atexit
-import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from timing import interleaved_medians, recorder  # noqa: E402 (benchmarks/ is the script's folder)
 
-
-def say(**record):
-    line = json.dumps(record)
-    print(line, flush=True)
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "train_step.jsonl"), "a") as f:
-            f.write(line + "\n")
-
-
-def interleaved_medians(fns, rounds, warmup):
-    """{label: median seconds} of each fn, timed once per round, round after round."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {label: [] for label in fns}
-    for _ in range(rounds):
-        for label, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(values) for label, values in times.items()}
+say = recorder("train_step.jsonl")
 
 
 # ---- TensorFlow (ours) ---------------------------------------------------------------------------
@@ -253,7 +231,7 @@ def main():
         if peer:
             fns["effdet (torch, fp32)"] = peer
         setting["device"] = "cpu (%d cores)" % (os.cpu_count() or 1)
-    medians = interleaved_medians(fns, args.rounds, args.warmup)
+    medians = {label: ms / 1000.0 for label, ms in interleaved_medians(fns, args.rounds, args.warmup).items()}
     for label, seconds in medians.items():
         rate = args.batch / seconds
         say(candidate=label, seconds_per_step=round(seconds, 4), pictures_per_second=round(rate, 3), **setting)

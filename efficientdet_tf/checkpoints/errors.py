@@ -3,6 +3,13 @@
 import os
 
 
+def short_list(items, limit=8):
+    """Sorted items joined by commas, at most `limit` of them, then how many more (for error messages)."""
+    items = sorted(items)
+    text = ", ".join(items[:limit])
+    return text + (" ... (%d more)" % (len(items) - limit) if len(items) > limit else "")
+
+
 class CheckpointError(ValueError):
     """The checkpoint cannot be found, read, or does not fit the model."""
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from efficientdet_tf.checkpoints.errors import CheckpointError, resolve_checkpoint
+from efficientdet_tf.checkpoints.errors import CheckpointError, resolve_checkpoint, short_list
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,6 @@ def saved_config_path(checkpoint):
         if directory and os.path.isdir(directory) and os.path.isfile(os.path.join(directory, CONFIG_FILE)):
             return os.path.join(directory, CONFIG_FILE)
     return None
-
-
-def _short(names, limit=6):
-    names = sorted(names)
-    text = ", ".join(names[:limit])
-    return text + (" ... (%d more)" % (len(names) - limit) if len(names) > limit else "")
 
 
 def _object_graph(reader):
@@ -91,9 +85,9 @@ def _assign(model, values, prefix, skippable=()):
     if missing or mismatched:
         parts = []
         if missing:
-            parts.append("%d missing: %s" % (len(missing), _short(missing)))
+            parts.append("%d missing: %s" % (len(missing), short_list(missing, 6)))
         if mismatched:
-            parts.append("%d shape-mismatched: %s" % (len(mismatched), _short(mismatched, 3)))
+            parts.append("%d shape-mismatched: %s" % (len(mismatched), short_list(mismatched, 3)))
         hint = ""
         if mismatched and all(m.startswith(_CLASS_PREDICTOR) for m in mismatched):
             hint = (" (the checkpoint was trained for another class count: build the model with the "

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from efficientdet_tf.checkpoints.errors import CheckpointError, resolve_checkpoint
+from efficientdet_tf.checkpoints.errors import CheckpointError, resolve_checkpoint, short_list
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,6 @@ def _backbone_prefix(names):
     return None
 
 
-def _short_list(items, limit=8):
-    items = sorted(items)
-    text = ", ".join(items[:limit])
-    return text + (" ... (%d more)" % (len(items) - limit) if len(items) > limit else "")
-
-
 def load_official_checkpoint(model, path, use_ema=True, skip_heads=False):
     """Loads an official EfficientDet (or backbone-only EfficientNet) checkpoint into `model`.
 
@@ -100,7 +94,7 @@ def load_official_checkpoint(model, path, use_ema=True, skip_heads=False):
                               "another model" % (prefix, ckpt_backbone, model_backbone))
     if backbone_only and ckpt_backbone is None:
         raise CheckpointError("checkpoint %s holds no EfficientDet or EfficientNet variables "
-                              "(e.g. %s)" % (prefix, _short_list(raw_names, 3)))
+                              "(e.g. %s)" % (prefix, short_list(raw_names, 3)))
 
     skipped, missing, mismatched, updates = [], [], [], []
     for name, variable in targets.items():
@@ -122,9 +116,9 @@ def load_official_checkpoint(model, path, use_ema=True, skip_heads=False):
     if missing or mismatched:
         parts = []
         if missing:
-            parts.append("%d missing: %s" % (len(missing), _short_list(missing)))
+            parts.append("%d missing: %s" % (len(missing), short_list(missing)))
         if mismatched:
-            parts.append("%d shape-mismatched: %s" % (len(mismatched), _short_list(mismatched, 4)))
+            parts.append("%d shape-mismatched: %s" % (len(mismatched), short_list(mismatched, 4)))
         hint = " (use skip_heads=True to fine-tune on another class count)" if all(
             m.startswith(_PREDICTORS) for m in mismatched) and mismatched and not missing else ""
         raise CheckpointError("checkpoint %s does not fit model %s: %s%s"
@@ -133,6 +127,6 @@ def load_official_checkpoint(model, path, use_ema=True, skip_heads=False):
         variable.assign(np.asarray(value, dtype=variable.dtype))
     unused = sorted(raw_names - set(targets) - {"global_step"})
     if skipped and skip_heads:
-        log.info("skipped %d predictor variables: %s", len(skipped), _short_list(skipped))
+        log.info("skipped %d predictor variables: %s", len(skipped), short_list(skipped))
     return {"loaded": len(updates), "skipped": sorted(skipped), "unused": unused,
             "backbone_only": backbone_only, "prefix": prefix}
