@@ -9,8 +9,8 @@ tf_efficientdet_d0 (random weights, pretrained_backbone=False; bench_task='' for
 'predict' for decoding + NMS). The peer is skipped with a message when torch/effdet do not import.
 The reference checkpoint is loaded when present so NMS sees realistic scores. --quantized adds the
 fp16 and int8 TFLite files (int8 calibrated on synthetic shapes pictures), --batch8 the throughput
-at batch 8 (pictures/s) of the SavedModel and the peer, --memory the peak resident memory of a
-fresh process that loads the SavedModel and serves 20 pictures.
+at batch 8 (pictures/s) of the SavedModel and the peer, --memory the resident memory of a fresh
+process that loads the SavedModel and serves 20 pictures, stage by stage.
 """
 
 import argparse
@@ -91,15 +91,26 @@ def shapes_records(root):
 
 
 def serving_peak_memory(root):
-    """Peak resident memory (MiB) of a fresh process that loads the SavedModel and serves 20 pictures."""
+    """Resident memory (MiB) of a fresh process at each stage of serving the SavedModel: after
+    importing TensorFlow, after loading, after the first picture, and the peak over 20 pictures."""
     import subprocess
-    code = ("import resource, numpy as np, tensorflow as tf\n"
+    code = ("import numpy as np\n"
+            "def rss(key):\n"
+            "    line = [l for l in open('/proc/self/status') if l.startswith(key)][0]\n"
+            "    return int(line.split()[1]) / 1024.0\n"
+            "import tensorflow as tf\n"
+            "print('import', rss('VmRSS'))\n"
             "serve = tf.saved_model.load(%r).signatures['serving_default']\n"
+            "print('load', rss('VmRSS'))\n"
             "picture = tf.constant(np.zeros((1, 480, 640, 3), np.uint8))\n"
-            "for _ in range(20): serve(images=picture)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n" % os.path.join(root, "1"))
+            "serve(images=picture)\n"
+            "print('first', rss('VmRSS'))\n"
+            "for _ in range(19): serve(images=picture)\n"
+            "print('peak', rss('VmHWM'))\n" % os.path.join(root, "1"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    stages = dict(line.split() for line in out.stdout.splitlines() if line.split()[:1] and
+                  line.split()[0] in ("import", "load", "first", "peak"))
+    return {k: float(v) for k, v in stages.items()}
 
 
 def peer_fns(batch8=False):
@@ -152,7 +163,9 @@ def main():
         rate = "  (%.1f pictures/s)" % (8000.0 / ms) if label.endswith("batch8") else ""
         print("%-32s %8.1f ms%s%s" % (label, ms, rate, ratio))
     if memory:
-        print("SavedModel serving process peak resident memory: %.0f MiB" % memory)
+        print("SavedModel serving process resident memory (MiB): after importing TensorFlow %.0f, "
+              "after loading %.0f, after the first picture %.0f, peak over 20 pictures %.0f"
+              % (memory["import"], memory["load"], memory["first"], memory["peak"]))
 
 
 if __name__ == "__main__":

@@ -114,7 +114,8 @@ def _parse_overrides(overrides):
         return nested
     if not isinstance(overrides, str):
         raise ConfigError("overrides must be a string, dict or yaml path, got %s" % type(overrides).__name__)
-    if overrides.endswith((".yaml", ".yml")):
+    # "eval.label_map=x.yaml" is an override string, not a file: a file path holds no "=".
+    if overrides.endswith((".yaml", ".yml")) and "=" not in overrides:
         if not os.path.isfile(overrides):
             raise ConfigError("hparams file not found: %s" % overrides)
         with open(overrides) as f:

@@ -23,6 +23,9 @@ def test_overrides_from_string_dict_and_yaml(tmp_path):
     assert cfg.image_size == 384 and cfg.train.batch_size == 8 and cfg.fpn_num_filters == 64
     # An int given for a float key is accepted and stored as float.
     assert get_config("efficientdet-d0", "anchor_scale=3").anchors.anchor_scale == 3.0
+    # A string of overrides whose last value is a yaml path is still a string of overrides.
+    cfg = get_config("efficientdet-d0", "num_classes=5,eval.label_map=%s" % path)
+    assert cfg.num_classes == 5 and cfg.eval.label_map == str(path)
 
 
 def test_flat_keys_reach_their_section_and_network_dict_holds_only_the_network():

@@ -1,4 +1,4 @@
-"""COCO evaluation end to end: checkpoint, Detector and SavedModel agree; outputs; bad input in one line.
+"""COCO evaluation end to end: checkpoint, Detector, SavedModel (and TFLite) agree; outputs; bad input in one line.
 
 The validation records are labelled with the reference D0 model's own strongest detections (one of
 them displaced), so the model scores a known, non-trivial AP on them and every way of running it
@@ -69,6 +69,28 @@ def test_checkpoint_detector_and_saved_model_give_the_same_ap(checkpoint_report,
         got = evaluate(source, val_file_pattern=records, progress=False).metrics
         for key in coco_metrics.METRIC_KEYS:
             assert got[key] == pytest.approx(expected[key], abs=1e-3), (source, key)
+
+
+def test_tflite_file_is_evaluated_like_the_saved_model(detector, saved_model, tmp_path):
+    from efficientdet_tf.export.saved_model import fold_and_check
+    from efficientdet_tf.export.tflite import export_tflite
+
+    # Pictures of the file's input size: letterboxing changes nothing, so the numbers must agree.
+    examples = []
+    for index in range(4):
+        picture = synthetic_picture(SIZE, SIZE, 20 + index)
+        found = detector(picture)
+        examples.append(make_example(picture, found["detection_boxes"][:3], found["detection_classes"][:3],
+                                     source_id=str(200 + index), image_format="png"))
+    records = write_records(str(tmp_path / "square-00000-of-00001.tfrecord"), examples)
+    path = export_tflite(fold_and_check(detector.model, detector.config), detector.config,
+                         str(tmp_path / "d0.tflite"))
+    want = evaluate(saved_model, val_file_pattern=records, progress=False).metrics
+    got = evaluate(path, val_file_pattern=records, model_name="efficientdet-d0", hparams=HPARAMS,
+                   progress=False).metrics
+    assert got["num_pictures"] == 4 and 0.3 < want["AP"]
+    for key in coco_metrics.METRIC_KEYS:
+        assert got[key] == pytest.approx(want[key], abs=1e-3), key
 
 
 def test_outputs_written(checkpoint_report):

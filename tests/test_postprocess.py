@@ -127,8 +127,22 @@ def test_dynamic_batch_in_tf_function(mode):
     assert dynamic["detection_classes"].dtype == tf.int32 and dynamic["num_detections"].dtype == tf.int32
 
 
+def test_tensorflow_soft_nms_ignores_the_iou_threshold():
+    # Why nms_parameters passes 1.0 for Gaussian soft-NMS: TensorFlow decays, it does not drop.
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 100, (300, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, (300, 2)).astype(np.float32)], -1)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    runs = [tf.image.non_max_suppression_with_scores(boxes, scores, 100, iou, 0.001, 0.25) for iou in (0.3, 1.0)]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    hard = [tf.image.non_max_suppression_with_scores(boxes, scores, 100, iou, 0.001, 0.0)[0].numpy()
+            for iou in (0.3, 1.0)]
+    assert not np.array_equal(hard[0], hard[1])  # where it does act: hard NMS
+
+
 def test_score_threshold_zero_falls_back_for_gaussian_and_max_nms_inputs():
-    assert _nms_parameters(_config(score_threshold=0.0)) == (0.5, 0.001, 0.25)
+    assert _nms_parameters(_config(score_threshold=0.0)) == (1.0, 0.001, 0.25)
     assert _nms_parameters(_config(method="hard", score_threshold=0.0)) == (0.5, 0.0, 0.0)
     cls, box = _raw_outputs(_config())
     out = build_postprocess_fn(_config(max_nms_inputs=50))(cls, box)

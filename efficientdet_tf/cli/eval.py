@@ -13,7 +13,8 @@ from efficientdet_tf.cli import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "What to evaluate: a trainer model dir (with config.yaml), a "
-                    "SavedModel dir (or its base dir of numeric versions), or a bare checkpoint (official "
+                    "SavedModel dir (or its base dir of numeric versions), a detection .tflite file (its "
+                    "model's --model_name sets the letterbox colour), or a bare checkpoint (official "
                     "TF1 dir, ckpt-N prefix, .keras/.weights.h5: needs --model_name).")
 flags.DEFINE_string("val_file_pattern", "", "Validation TFRecords (glob, comma-separated).")
 flags.DEFINE_string("tfds_name", "", "A TFDS source instead of TFRecords, e.g. coco/2017 "
@@ -21,7 +22,7 @@ flags.DEFINE_string("tfds_name", "", "A TFDS source instead of TFRecords, e.g. c
 flags.DEFINE_string("tfds_split", "validation", "TFDS split with --tfds_name.")
 flags.DEFINE_string("val_json_file", "", "COCO ground-truth JSON; default: built from the records.")
 flags.DEFINE_string("hparams", "", "Overrides ('a=1,nms.score_threshold=0.01,eval.batch_size=4') or a yaml file.")
-flags.DEFINE_string("model_name", "", "Model of a bare checkpoint, e.g. efficientdet-d0.")
+flags.DEFINE_string("model_name", "", "Model of a bare checkpoint or a .tflite file, e.g. efficientdet-d0.")
 flags.DEFINE_string("output_dir", "eval_out", "Where metrics.json, the tables and pictures go.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 

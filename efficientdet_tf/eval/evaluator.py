@@ -72,7 +72,8 @@ def _saved_model_classes(loaded):
 
 
 def load_model_source(checkpoint, model_name=None, hparams=None):
-    """Opens what `checkpoint` names: a SavedModel dir, a trainer model dir (config.yaml) or a checkpoint.
+    """Opens what `checkpoint` names: a SavedModel dir, a `.tflite` file, a trainer model dir
+    (config.yaml) or a checkpoint.
 
     A bare checkpoint (official TF1 dir, `.keras` / `.weights.h5`) needs `model_name`;
     `hparams` overrides apply on top of the model dir's config.yaml or the model name's hparams.
@@ -97,6 +98,8 @@ def load_model_source(checkpoint, model_name=None, hparams=None):
         raise EvalError("--checkpoint is required (a checkpoint, a model dir or a SavedModel dir)")
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise EvalError("--checkpoint %s does not exist" % path)
+    if path.endswith(".tflite"):
+        return _tflite_source(path, get_config(model_name or "efficientdet-d0", hparams))
     saved = find_saved_model(path)
     if saved:
         import tensorflow as tf
@@ -127,6 +130,23 @@ def load_model_source(checkpoint, model_name=None, hparams=None):
     model = build_model(config)
     load_weights(model, path)
     return ModelSource("network", config, description, model=model, num_classes=config.num_classes)
+
+
+def _tflite_source(path, config):
+    """A detection TFLite file as a picture source; `config` (from --model_name) gives the letterbox
+    colour, the data and the eval settings."""
+    from efficientdet_tf.export.tflite import TFLiteDetector, pad_rgb_for
+
+    try:
+        detector = TFLiteDetector(path, pad_rgb=pad_rgb_for(config))
+    except (ValueError, RuntimeError) as e:
+        raise EvalError("cannot open the TFLite file %s: %s" % (path, str(e).strip().splitlines()[0]))
+
+    def detect(images):
+        return {k: np.asarray(v)[None] for k, v in detector(images[0]).items()}
+
+    # The file does not record its class count: --model_name / --hparams say it.
+    return ModelSource("pictures", config, "TFLite %s" % path, detect=detect, num_classes=config.num_classes)
 
 
 # ---- validation data ---------------------------------------------------------------------------
@@ -343,6 +363,9 @@ class Evaluator:
         if not categories:
             count = source.num_classes or (max(self.records_label_map[1]) if self.records_label_map else 0)
             categories = {i: str(i) for i in range(1, count + 1)}
+        if not categories:
+            raise EvalError("cannot tell which classes %s predicts: give eval.label_map or num_classes in "
+                            "--hparams" % source.description)
         builder = coco_metrics.GroundtruthBuilder(categories)
         drawn = self.config.eval.num_pictures_drawn if num_pictures_drawn is None else num_pictures_drawn
         total = None

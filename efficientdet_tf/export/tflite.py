@@ -95,7 +95,8 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
       network: the (folded) Keras network.
       config: the Config (image_size, nms).
       path: output .tflite file.
-      quantization: 'fp32', 'fp16' (weights) or 'int8' (full integer where ops allow, float fallback).
+      quantization: 'fp32', 'fp16' (weights) or 'int8' (the network in integer arithmetic,
+        preprocessing, decoding and NMS in float).
       input_size: (height, width) of the fixed input; default (image_size, image_size).
       calibration_file_pattern: TFRecords with image/encoded, required for int8.
       num_calibration_images: how many calibration pictures to read.
@@ -137,13 +138,48 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: calibration_images(
             calibration_file_pattern, input_size, num_calibration_images, pad_rgb_for(config))
-        # Integer kernels where they exist; decoding and NMS stay float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        data = converter.convert()
+        data = _quantize_network_only(converter, network.name) if quantization == "int8" else converter.convert()
     finally:
         shutil.rmtree(saved, ignore_errors=True)
     with open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def _quantize_network_only(converter, network_scope):
+    """Calibrates the whole graph, then quantises only the ops of the network (`network_scope`).
+
+    Preprocessing, box decoding and NMS stay float. Quantising them would put the box coordinates
+    on a 256-step grid, and the converter cannot quantise them at all when a calibration picture
+    drives exp(box delta) to inf (it fails with "scale out of expressed type range"). The
+    converter's own per-node denylist does not help with the second, so the statistics of every
+    tensor after the network are dropped from the calibrated model before quantising: without
+    statistics the quantiser leaves a tensor float. Uses the converter's calibrate-only mode and
+    `mlir_quantize` (TF 2.21), which `tf.lite.experimental.QuantizationDebugger` also uses.
+    """
+    import flatbuffers
+    from tensorflow.lite.python import convert
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(calibrated, 0))
+    graph = model.subgraphs[0]
+    float_nodes, seen_network = [], False
+    for op in graph.operators:
+        names = [graph.tensors[i].name.decode() for i in op.outputs]
+        if names and names[0].startswith(network_scope):
+            seen_network = True
+            continue
+        float_nodes += names
+        if seen_network:  # post-processing; the preprocessing keeps its statistics (the input scale)
+            for i in op.outputs:
+                graph.tensors[i].quantization = None
+    if not seen_network:
+        raise RuntimeError("no op of the network %r found in the calibrated graph" % network_scope)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return convert.mlir_quantize(bytes(builder.Output()), denylisted_nodes=float_nodes)

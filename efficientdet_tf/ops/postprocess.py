@@ -47,10 +47,14 @@ def nms_parameters(method, iou_threshold, score_threshold, sigma):
     """(iou_threshold, score_threshold, tf_soft_nms_sigma) of one NMS method.
 
     Gaussian soft-NMS follows the reference: a score threshold of 0 falls back to 0.001, a sigma of 0
-    to 0.5, and TF's soft_nms_sigma is half the paper's sigma. Hard NMS uses sigma 0.
+    to 0.5, and TF's soft_nms_sigma is half the paper's sigma. Its IoU threshold is 1: TensorFlow's
+    NonMaxSuppressionV5 only decays scores when soft_nms_sigma > 0 and ignores the threshold (the
+    reference outputs were made that way), while TFLite's kernel also drops every box above the
+    threshold; at 1 both kernels give the same detections. Hard NMS uses sigma 0.
     """
     if method == "gaussian":
-        return float(iou_threshold), float(score_threshold or 0.001), float(sigma or 0.5) / 2.0
+        del iou_threshold  # see above: unused by TensorFlow's soft-NMS
+        return 1.0, float(score_threshold or 0.001), float(sigma or 0.5) / 2.0
     if method != "hard":
         raise ValueError("NMS method must be 'gaussian' or 'hard', got %r" % (method,))
     return float(iou_threshold), float(score_threshold), 0.0

@@ -1,0 +1,87 @@
+"""COCO AP of every serving path of one trained model: Keras fp32, SavedModel, TFLite fp32/fp16/int8.
+
+    python benchmarks/accuracy_paths.py --model_dir demo_out/model \
+        --val_file_pattern 'demo_out/shapes/val-*' --calibration_file_pattern 'demo_out/shapes/train-*' \
+        [--paths keras,savedmodel,tflite_fp32,tflite_fp16,tflite_int8] [--num_calibration_images 100]
+
+Exports the model dir's EMA weights each way (batch norms folded for the SavedModel and TFLite
+files), evaluates each with `efficientdet_tf.eval.evaluate` on the same validation records and
+prints AP, AP50 and AP75 with the difference to the Keras model in AP points. The Keras model runs
+the evaluation input pipeline; the SavedModel gets the decoded pictures; the TFLite files get them
+letterboxed to their fixed input by `TFLiteDetector`. One JSON line per path goes to --json.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+PATHS = ("keras", "savedmodel", "tflite_fp32", "tflite_fp16", "tflite_int8")
+
+
+def export_path(path, model_dir, root, calibration, num_calibration_images):
+    """Exports `model_dir` for `path` under `root`; returns what `evaluate` takes."""
+    from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
+    from efficientdet_tf.export.tflite import export_tflite
+    from efficientdet_tf.inference import build_detection_model
+
+    if path == "keras":
+        return model_dir
+    model, config = build_detection_model(model_dir)
+    folded = fold_and_check(model, config)
+    if path == "savedmodel":
+        return export_saved_model(folded, config, os.path.join(root, "saved"), 1)
+    quantization = path.split("_")[1]
+    target = os.path.join(root, "%s.tflite" % quantization)
+    return export_tflite(folded, config, target, quantization, calibration_file_pattern=calibration,
+                         num_calibration_images=num_calibration_images)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir", required=True, help="trainer model dir (config.yaml + ckpt-N)")
+    parser.add_argument("--val_file_pattern", required=True)
+    parser.add_argument("--calibration_file_pattern", default="", help="TFRecords for int8 calibration")
+    parser.add_argument("--num_calibration_images", type=int, default=100)
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--json", default="", help="append one JSON line per path to this file")
+    args = parser.parse_args()
+    paths = args.paths.split(",")
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        sys.exit("--paths takes %s, got %s" % (",".join(PATHS), ",".join(unknown)))
+    if "tflite_int8" in paths and not args.calibration_file_pattern:
+        sys.exit("tflite_int8 needs --calibration_file_pattern")
+
+    from efficientdet_tf.checkpoints.loading import saved_config_path
+    from efficientdet_tf.config import get_config
+    from efficientdet_tf.eval.evaluator import evaluate
+
+    model_name = get_config(saved_config_path(args.model_dir)).name
+    results = {}
+    with tempfile.TemporaryDirectory() as root:
+        for path in paths:
+            start = time.time()
+            target = export_path(path, args.model_dir, root, args.calibration_file_pattern,
+                                 args.num_calibration_images)
+            metrics = evaluate(target, val_file_pattern=args.val_file_pattern, model_name=model_name,
+                               progress=False).metrics
+            results[path] = metrics
+            print("%-12s AP %.4f  AP50 %.4f  AP75 %.4f  (%.0f s)" % (
+                path, metrics["AP"], metrics["AP50"], metrics["AP75"], time.time() - start), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({"model_dir": args.model_dir, "path": path,
+                                        **{k: metrics[k] for k in ("AP", "AP50", "AP75")}}) + "\n")
+    base = results.get("keras")
+    print("\n%s on %s" % (model_name, args.val_file_pattern))
+    print("| path | AP | AP50 | AP75 | ΔAP vs Keras (points) |\n|---|---|---|---|---|")
+    for path, m in results.items():
+        delta = "%+.2f" % (100 * (m["AP"] - base["AP"])) if base else "–"
+        print("| %s | %.4f | %.4f | %.4f | %s |" % (path, m["AP"], m["AP50"], m["AP75"], delta))
+
+
+if __name__ == "__main__":
+    main()
