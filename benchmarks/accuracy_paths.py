@@ -59,14 +59,16 @@ def main():
     from efficientdet_tf.config import get_config
     from efficientdet_tf.eval.evaluator import evaluate
 
-    model_name = get_config(saved_config_path(args.model_dir)).name
+    # The model dir's config.yaml names the model (and its class count) for the TFLite files too.
+    config_file = saved_config_path(args.model_dir)
+    model_name = get_config(config_file).name
     results = {}
     with tempfile.TemporaryDirectory() as root:
         for path in paths:
             start = time.time()
             target = export_path(path, args.model_dir, root, args.calibration_file_pattern,
                                  args.num_calibration_images)
-            metrics = evaluate(target, val_file_pattern=args.val_file_pattern, model_name=model_name,
+            metrics = evaluate(target, val_file_pattern=args.val_file_pattern, model_name=config_file,
                                progress=False).metrics
             results[path] = metrics
             print("%-12s AP %.4f  AP50 %.4f  AP75 %.4f  (%.0f s)" % (

@@ -19,16 +19,17 @@ def raw_output_dict(network, config, inputs):
     return dict(zip(names, list(class_outputs) + list(box_outputs)))
 
 
-def detect_normalised(network, config, inputs, image_scales):
-    """Runs the network on preprocessed inputs and post-processes (see `postprocess.postprocess`)."""
+def detect_normalised(network, config, inputs, image_scales, runtime="tensorflow"):
+    """Runs the network on preprocessed inputs and post-processes (see `postprocess.postprocess`);
+    `runtime` is where the graph will run ('tensorflow' or 'tflite', see `build_postprocess_fn`)."""
     class_outputs, box_outputs = network(inputs, training=False)
-    return factory.build_postprocess_fn(config)(list(class_outputs), list(box_outputs), image_scales)
+    return factory.build_postprocess_fn(config, runtime=runtime)(list(class_outputs), list(box_outputs), image_scales)
 
 
-def detect_images(network, config, images):
+def detect_images(network, config, images, runtime="tensorflow"):
     """uint8 [B, H, W, 3] pictures of one size -> detection dict in original-picture pixels."""
     inputs, image_scales = factory.build_preprocessor(config)(images)
-    return detect_normalised(network, config, inputs, image_scales)
+    return detect_normalised(network, config, inputs, image_scales, runtime)
 
 
 def build_detection_model(model_or_name, checkpoint=None, **overrides):

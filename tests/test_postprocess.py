@@ -147,3 +147,18 @@ def test_score_threshold_zero_falls_back_for_gaussian_and_max_nms_inputs():
     cls, box = _raw_outputs(_config())
     out = build_postprocess_fn(_config(max_nms_inputs=50))(cls, box)
     assert 0 < out["num_detections"][0] <= 50
+
+
+def test_best_class_reductions_agree_ties_included():
+    rng = np.random.default_rng(5)
+    levels = [rng.normal(size=(2, s, s, 3 * 4)).astype(np.float32) for s in (4, 2)]
+    levels[0][0, 0, 0, :4] = 7.0  # an anchor whose 4 classes tie: the lower channel wins
+    a = postprocess.best_class(levels, 4, "top_k")
+    b = postprocess.best_class(levels, 4, "max_argmax")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[1][0, 0] == 0 and a[0][0, 0] == 7.0
+    want = np.concatenate([x.reshape(2, -1, 4) for x in levels], axis=1)
+    np.testing.assert_array_equal(a[1], want.argmax(-1))
+    with pytest.raises(ValueError, match="reduction"):
+        postprocess.best_class(levels, 4, "sort")

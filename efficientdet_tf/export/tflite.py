@@ -114,7 +114,7 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
                              input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32,
                                                             name="normalized_images")])
     else:
-        detect = tf.function(lambda images: detect_images(network, config, images), input_signature=[
+        detect = tf.function(lambda images: detect_images(network, config, images, "tflite"), input_signature=[
             tf.TensorSpec([1, input_size[0], input_size[1], 3], tf.uint8, name="images")])
     # Freeze the weights into constants first: the converter leaves Keras 3 variables as
     # VAR_HANDLE/READ_VARIABLE ops that read garbage at run time (TF 2.21).
