@@ -1,6 +1,6 @@
 """CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite and `effdet`.
 
-    python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--checkpoint DIR] [--no_peer] [--xla]
+    python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--xla]
                                      [--quantized] [--batch8] [--memory]
 
 Network only and end to end (preprocessing + network + decoding + soft-NMS from a uint8 picture) for
@@ -122,6 +122,9 @@ def peer_fns(batch8=False):
         print("peer skipped: torch/effdet not importable (%s)" % e)
         return {}
     fns = {}
+    # Seeded: with random weights the number of boxes reaching effdet's NMS, and so its end-to-end
+    # time, depends on the draw (unseeded runs gave 89 to 137 ms on one machine).
+    torch.manual_seed(0)
     x = torch.randn(1, 3, 512, 512)
     for task, label in (("", "effdet network"), ("predict", "effdet end to end")):
         model = effdet.create_model("tf_efficientdet_d0", bench_task=task, pretrained=False,
@@ -140,6 +143,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="calls per candidate and round; the first "
+                        "of each round is not counted (cache refill after the previous candidate)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     parser.add_argument("--no_peer", action="store_true")
     parser.add_argument("--xla", action="store_true", help="also time the XLA-compiled SavedModel "
@@ -152,9 +157,10 @@ def main():
     fns = {} if args.no_peer else peer_fns(args.batch8)
     with tempfile.TemporaryDirectory() as root:
         fns.update(tensorflow_fns(args, root))
-        timings = interleaved_medians(fns, args.runs, args.warmup)
+        timings = interleaved_medians(fns, args.runs, args.warmup, args.repeat)
         memory = serving_peak_memory(root) if args.memory else None
-    print("\nD0, 512x512, CPU (%d cores), medians of %d interleaved rounds" % (os.cpu_count(), args.runs))
+    print("\nD0, 512x512, CPU (%d cores), medians of %d interleaved rounds x %d counted calls"
+          % (os.cpu_count(), args.runs, max(args.repeat - 1, 1)))
     for label, ms in timings.items():
         kind = "network" if label.endswith("network") else "end to end"
         kind += " batch8" if label.endswith("batch8") else ""

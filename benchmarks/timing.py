@@ -6,11 +6,14 @@ import statistics
 import time
 
 
-def interleaved_medians(fns, runs, warmup):
+def interleaved_medians(fns, runs, warmup, repeat=1):
     """{label: median ms} timing every fn once per round, round after round.
 
     Interleaving spreads the noise of a shared machine over all candidates alike, so the ratios
-    between them hold even when the absolute figures drift.
+    between them hold even when the absolute figures drift. With `repeat` > 1 each round calls a
+    candidate `repeat` times in a row and keeps all but the first call: the first one after
+    another candidate refills the caches (a batch-8 run before it cost the next candidate up to
+    30% on a 2-core machine), which a server that runs one model does not pay.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -18,9 +21,11 @@ def interleaved_medians(fns, runs, warmup):
     times = {label: [] for label in fns}
     for _ in range(runs):
         for label, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[label].append((time.perf_counter() - start) * 1000.0)
+            for call in range(repeat):
+                start = time.perf_counter()
+                fn()
+                if call or repeat == 1:
+                    times[label].append((time.perf_counter() - start) * 1000.0)
     return {label: statistics.median(values) for label, values in times.items()}
 
 
