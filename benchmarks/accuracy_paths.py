@@ -21,16 +21,11 @@ import time
 PATHS = ("keras", "savedmodel", "tflite_fp32", "tflite_fp16", "tflite_int8")
 
 
-def export_path(path, model_dir, root, calibration, num_calibration_images):
-    """Exports `model_dir` for `path` under `root`; returns what `evaluate` takes."""
-    from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
+def export_path(path, folded, config, root, calibration, num_calibration_images):
+    """Exports the folded network for `path` under `root`; returns what `evaluate` takes."""
+    from efficientdet_tf.export.saved_model import export_saved_model
     from efficientdet_tf.export.tflite import export_tflite
-    from efficientdet_tf.inference import build_detection_model
 
-    if path == "keras":
-        return model_dir
-    model, config = build_detection_model(model_dir)
-    folded = fold_and_check(model, config)
     if path == "savedmodel":
         return export_saved_model(folded, config, os.path.join(root, "saved"), 1)
     quantization = path.split("_")[1]
@@ -62,12 +57,19 @@ def main():
     # The model dir's config.yaml names the model (and its class count) for the TFLite files too.
     config_file = saved_config_path(args.model_dir)
     model_name = get_config(config_file).name
+    folded = config = None
+    if set(paths) - {"keras"}:  # one folding serves every export
+        from efficientdet_tf.export.saved_model import fold_and_check
+        from efficientdet_tf.inference import build_detection_model
+
+        model, config = build_detection_model(args.model_dir)
+        folded = fold_and_check(model, config)
     results = {}
     with tempfile.TemporaryDirectory() as root:
         for path in paths:
             start = time.time()
-            target = export_path(path, args.model_dir, root, args.calibration_file_pattern,
-                                 args.num_calibration_images)
+            target = args.model_dir if path == "keras" else export_path(
+                path, folded, config, root, args.calibration_file_pattern, args.num_calibration_images)
             metrics = evaluate(target, val_file_pattern=args.val_file_pattern, model_name=config_file,
                                progress=False).metrics
             results[path] = metrics

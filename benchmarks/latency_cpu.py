@@ -108,9 +108,9 @@ def serving_peak_memory(root):
             "for _ in range(19): serve(images=picture)\n"
             "print('peak', rss('VmHWM'))\n" % os.path.join(root, "1"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    stages = dict(line.split() for line in out.stdout.splitlines() if line.split()[:1] and
-                  line.split()[0] in ("import", "load", "first", "peak"))
-    return {k: float(v) for k, v in stages.items()}
+    stages = [line.split() for line in out.stdout.splitlines()]
+    return {words[0]: float(words[1]) for words in stages
+            if len(words) == 2 and words[0] in ("import", "load", "first", "peak")}
 
 
 def peer_fns(batch8=False):
