@@ -5,11 +5,11 @@
 TFLite has no per-op profiler in its Python package, and a traced TensorFlow run (profile_cpu.py)
 inflates small ops, so the folded network is cut into nested prefixes instead: input -> backbone
 features, input -> feature-network outputs, input -> raw head outputs (the whole network). Each
-prefix runs as a `tf.function` (the SavedModel's network graph) and as TFLite fp32 and int8 files
-(int8 calibrated on synthetic shapes pictures); the end-to-end paths (SavedModel `serving_default`,
-`export_tflite` files) run too, all timed interleaved (medians, batch 1). A part's time is the
-difference between consecutive prefixes; "pre- and post-processing" is end to end minus the whole
-network.
+prefix runs as a `tf.function` (as the SavedModel runs its network) and as TFLite fp32 and int8
+files (int8 calibrated on synthetic shapes pictures); the end-to-end paths (SavedModel
+`serving_default`, `export_tflite` files) run too, all timed interleaved (medians, batch 1). A
+part's time is the difference between consecutive prefixes; "pre- and post-processing" is end to
+end minus the whole network.
 """
 
 import argparse
@@ -95,8 +95,8 @@ def main():
         for part, names in PARTS:
             prefixes += names
             model = prefix_model(folded, prefixes)
-            graph = tf.function(lambda x, model=model: model(x, training=False))
-            fns["tensorflow|%s" % part] = lambda graph=graph: [t.numpy() for t in graph(net_input)]
+            graph = tf.function(lambda x, model=model: model(x, training=False))  # as the SavedModel runs it
+            fns["tensorflow|%s" % part] = lambda graph=graph: [t.numpy() for t in tf.nest.flatten(graph(net_input))]
             for quantization in ("fp32", "int8"):
                 interpreter = tf.lite.Interpreter(model_content=convert(model, quantization, calibration),
                                                   num_threads=os.cpu_count())

@@ -112,21 +112,6 @@ def test_saved_model_cli_lists_signatures_and_named_outputs(exported):
         assert "['%s']" % name in text
 
 
-def test_saved_model_holds_the_weights_once_as_constants(exported, detector):
-    """Frozen network: no variables to read per request, and one copy of the weights for all four
-    signatures (freezing each signature on its own would store four)."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    path = exported / "3"
-    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-    graph = proto.meta_graphs[0].graph_def
-    ops = [node.op for node in graph.node] + [node.op for f in graph.library.function for node in f.node_def]
-    assert "ReadVariableOp" not in ops and "VarHandleOp" not in ops
-    weight_bytes = 4 * detector.model.count_params()
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    assert 0.9 * weight_bytes < size < 1.5 * weight_bytes, (size, weight_bytes)
-
-
 def _run_tflite(path, picture):
     runner = tf.lite.Interpreter(str(path)).get_signature_runner()
     got = {k: v[0] for k, v in runner(images=picture[None]).items()}

@@ -5,8 +5,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
 from efficientdet_tf import factory
 from efficientdet_tf.data import schema
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
@@ -35,37 +33,19 @@ def fold_and_check(model, config):
     return folded
 
 
-def frozen_network(network, image_size):
-    """The inference graph of `network` on [batch, image_size, image_size, 3] with its weights as
-    constants: one function that returns (class_outputs, box_outputs) like the network does.
-
-    Served from constants, grappler folds what depends on weights alone (BiFPN fusion weights,
-    kernel reshapes) once at load instead of per request, and no variable is read per call: 2 ms
-    (5%) of D0's network on 2 CPU cores (BENCHMARKS.md). Every signature calls this one function,
-    so the weights are stored once.
-    """
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
-    concrete = tf.function(lambda x: network(x, training=False), input_signature=[spec]).get_concrete_function()
-    frozen = convert_variables_to_constants_v2(concrete)
-    # `training` is accepted for the callers that pass it (raw_output_dict); inference only.
-    return lambda x, training=False: tf.nest.pack_sequence_as(concrete.structured_outputs, frozen(x))
-
-
 class ServingModule(tf.Module):
-    """The four serving functions of the TF Serving contract around the (folded) network.
-
-    The network's weights are frozen into the graph (`frozen_network`): the SavedModel holds no
-    variables, which TF Serving does not need.
-    """
+    """Holds the (folded) network and the four serving functions of the TF Serving contract."""
 
     def __init__(self, network, config, jit_compile=False):
         """`jit_compile` XLA-compiles the network part (NMS stays outside XLA)."""
         super().__init__()
+        self.network = network
         self._config = config
         self._preprocess = factory.build_preprocessor(config)
         self._postprocess = factory.build_postprocess_fn(config)
         size = config.image_size
-        self._run = tf.function(frozen_network(network, size), jit_compile=jit_compile)
+        self._run = tf.function(lambda x, training=False: network(x, training=training),
+                                jit_compile=jit_compile)
 
         def images_fn(images):
             inputs, scales = self._preprocess(images)
