@@ -51,7 +51,7 @@ def detector(d0_reference_dir):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, d0_reference_dir):
     """Runs efficientdet-export once (SavedModel + fp32 TFLite); returns its folder."""
-    return _export(tmp_path_factory.mktemp("export"), d0_reference_dir, "fp32")
+    return _export(tmp_path_factory.mktemp("export"), d0_reference_dir, "fp32")[0]
 
 
 def _export(root, checkpoint, tflite, extra=()):
@@ -60,7 +60,7 @@ def _export(root, checkpoint, tflite, extra=()):
            "--export_dir=" + str(root / "model"), "--version=3", "--tflite=" + tflite] + list(extra)
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    return root / "model"
+    return root / "model", result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,10 @@ def test_tflite_fp16_and_int8_are_written_and_run(tmp_path, d0_reference_dir):
     with tf.io.TFRecordWriter(str(tmp_path / "calib.tfrecord")) as writer:
         for seed in range(4):
             writer.write(_example(tf.io.encode_png(synthetic_picture(96, 128, seed)).numpy()))
-    model_dir = _export(tmp_path, d0_reference_dir, "fp16,int8", [
+    model_dir, log = _export(tmp_path, d0_reference_dir, "fp16,int8", [
         "--calibration_file_pattern=" + str(tmp_path / "calib.*"), "--num_calibration_images=4"])
+    # The export says which activation ranges it kept (or why it kept the converter's default).
+    assert "int8 activation ranges: " in log, log[-2000:]
     for quantization in ("fp16", "int8"):
         _run_tflite(model_dir / ("efficientdet-d0_%s.tflite" % quantization), synthetic_picture(SIZE, SIZE, 5))
     # int8: the network's convolutions are integer; decoding and NMS stay float.
@@ -226,3 +228,34 @@ def test_tflite_network_only_reproduces_reference_outputs(tmp_path, d0_reference
         for kind in ("class", "box"):
             name = "%s_outputs_p%d" % (kind, level)
             assert np.abs(out[name] - ref[name]).max() <= 1e-4, name
+
+
+def test_int8_ranges_are_the_mean_of_each_calibration_pictures_extremes():
+    """`mean_ranges` replaces the calibrator's overall min/max (set by the most extreme picture)
+    by the mean of each picture's minimum and maximum."""
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+
+    from efficientdet_tf.export.calibration import mean_ranges
+    from efficientdet_tf.export.tflite import _has_range
+
+    kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
+    fn = tf.function(lambda x: tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME")),
+                     input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    rng = np.random.default_rng(1)
+    samples = [[(scale * rng.normal(size=(1, 8, 8, 3))).astype(np.float32)] for scale in (1.0, 1.0, 10.0)]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter(samples)
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    graph = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(calibrated, 0)).subgraphs[0]
+    output = graph.outputs[0]
+    assert _has_range(graph.tensors[output])
+    ranges = mean_ranges(calibrated, [output], iter(samples))
+
+    outputs = [fn(sample[0]).numpy() for sample in samples]
+    np.testing.assert_allclose(ranges[output], (np.mean([o.min() for o in outputs]),
+                                                np.mean([o.max() for o in outputs])), rtol=1e-5)
+    overall_max = graph.tensors[output].quantization.max[0]
+    np.testing.assert_allclose(overall_max, max(o.max() for o in outputs), rtol=1e-5)
+    assert ranges[output][1] < 0.5 * overall_max  # the 10x picture no longer sets the range

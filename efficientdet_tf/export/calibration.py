@@ -1,0 +1,79 @@
+"""int8 activation ranges: two estimates from the calibration pictures, and a label-free choice between them."""
+
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from efficientdet_tf.eval.coco_format import coco_results
+from efficientdet_tf.eval.coco_metrics import GroundtruthBuilder, evaluate_detections
+
+# Reference detections at least this confident count as the objects the int8 file should find.
+AGREEMENT_MIN_SCORE = 0.4
+
+
+class NothingToCompare(ValueError):
+    """The reference detector found nothing confident enough to score another one against."""
+
+
+def mean_ranges(calibrated, tensor_indices, samples):
+    """{tensor index: (mean of the per-sample minima, mean of the per-sample maxima)}.
+
+    Runs the calibrated (still float) model on each sample and averages every listed tensor's
+    extremes. The calibrator's own range is the minimum and maximum over all samples, so one
+    outlier picture widens a tensor's range for every picture; TensorFlow's quantisation-aware
+    training tracks ranges as a moving average of per-batch extremes instead, which for batches of
+    one picture is this estimate.
+    """
+    with warnings.catch_warnings():
+        # Keeping every intermediate tensor is what this needs, not the debugging mistake TF warns of.
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        interpreter = tf.lite.Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
+                                          num_threads=os.cpu_count())
+    interpreter.allocate_tensors()
+    inputs = interpreter.get_input_details()
+    sums = {i: np.zeros(2) for i in tensor_indices}
+    count = 0
+    for sample in samples:
+        for detail, value in zip(inputs, sample):
+            interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()
+        for i in tensor_indices:
+            value = interpreter.get_tensor(i)
+            sums[i] += (float(value.min()), float(value.max()))
+        count += 1
+    if not count:
+        raise ValueError("the calibration data set yielded no sample")
+    return {i: (float(low / count), float(high / count)) for i, (low, high) in sums.items()}
+
+
+def detections(model_content, samples):
+    """The detection outputs (one dict per sample, batch axis dropped) of a TFLite detection model."""
+    runner = tf.lite.Interpreter(model_content=model_content, num_threads=os.cpu_count()).get_signature_runner()
+    return [{key: value[0] for key, value in runner(images=sample[0]).items()} for sample in samples]
+
+
+def detection_agreement(reference, candidate):
+    """COCO AP of `candidate` detections scored against `reference` detections taken as the truth.
+
+    Both are lists of per-picture detection dicts (detection_boxes, _scores, _classes,
+    num_detections) on the same pictures; reference detections scoring below
+    AGREEMENT_MIN_SCORE are left out. 1.0 means the candidate finds what the reference finds, in
+    the same places. Needs no labels, so it can rank int8 files on the calibration pictures.
+    Raises NothingToCompare when no reference detection reaches AGREEMENT_MIN_SCORE.
+    """
+    classes = set()
+    truth = GroundtruthBuilder({})
+    results = []
+    for image_id, (ref, out) in enumerate(zip(reference, candidate)):
+        keep = ref["detection_scores"][:int(ref["num_detections"])] >= AGREEMENT_MIN_SCORE
+        boxes, labels = ref["detection_boxes"][:len(keep)][keep], ref["detection_classes"][:len(keep)][keep]
+        truth.add(image_id, 1, 1, boxes, labels)
+        classes.update(int(c) for c in labels)
+        results += coco_results(image_id, out)
+    if not classes:
+        raise NothingToCompare("the float model detects nothing above %.1f on the %d calibration pictures"
+                               % (AGREEMENT_MIN_SCORE, len(reference)))
+    truth.categories = {c: str(c) for c in classes | {r["category_id"] for r in results}}
+    return evaluate_detections(truth.dataset(), results).metrics["AP"]
