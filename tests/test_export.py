@@ -235,8 +235,7 @@ def test_int8_ranges_are_the_mean_of_each_calibration_pictures_extremes():
     by the mean of each picture's minimum and maximum."""
     from tensorflow.lite.python import schema_py_generated as schema_fb
 
-    from efficientdet_tf.export.calibration import mean_ranges
-    from efficientdet_tf.export.tflite import _has_range
+    from efficientdet_tf.export.calibration import has_range, mean_ranges
 
     kernel = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float32))
     fn = tf.function(lambda x: tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME")),
@@ -250,7 +249,7 @@ def test_int8_ranges_are_the_mean_of_each_calibration_pictures_extremes():
     calibrated = converter.convert()
     graph = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(calibrated, 0)).subgraphs[0]
     output = graph.outputs[0]
-    assert _has_range(graph.tensors[output])
+    assert has_range(graph.tensors[output])
     ranges = mean_ranges(calibrated, [output], iter(samples))
 
     outputs = [fn(sample[0]).numpy() for sample in samples]

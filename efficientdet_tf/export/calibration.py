@@ -17,6 +17,13 @@ class NothingToCompare(ValueError):
     """The reference detector found nothing confident enough to score another one against."""
 
 
+def has_range(tensor):
+    """Whether the calibrator recorded one (per-tensor) min/max for a calibrated model's `tensor`
+    (a flatbuffer TensorT)."""
+    q = tensor.quantization
+    return q is not None and q.min is not None and len(q.min) == 1
+
+
 def mean_ranges(calibrated, tensor_indices, samples):
     """{tensor index: (mean of the per-sample minima, mean of the per-sample maxima)}.
 
@@ -63,17 +70,15 @@ def detection_agreement(reference, candidate):
     the same places. Needs no labels, so it can rank int8 files on the calibration pictures.
     Raises NothingToCompare when no reference detection reaches AGREEMENT_MIN_SCORE.
     """
-    classes = set()
     truth = GroundtruthBuilder({})
     results = []
     for image_id, (ref, out) in enumerate(zip(reference, candidate)):
         keep = ref["detection_scores"][:int(ref["num_detections"])] >= AGREEMENT_MIN_SCORE
-        boxes, labels = ref["detection_boxes"][:len(keep)][keep], ref["detection_classes"][:len(keep)][keep]
-        truth.add(image_id, 1, 1, boxes, labels)
-        classes.update(int(c) for c in labels)
+        truth.add(image_id, 1, 1, ref["detection_boxes"][:len(keep)][keep], ref["detection_classes"][:len(keep)][keep])
         results += coco_results(image_id, out)
-    if not classes:
+    if not truth.annotations:
         raise NothingToCompare("the float model detects nothing above %.1f on the %d calibration pictures"
                                % (AGREEMENT_MIN_SCORE, len(reference)))
-    truth.categories = {c: str(c) for c in classes | {r["category_id"] for r in results}}
+    ids = {a["category_id"] for a in truth.annotations} | {r["category_id"] for r in results}
+    truth.categories = {c: str(c) for c in ids}
     return evaluate_detections(truth.dataset(), results).metrics["AP"]

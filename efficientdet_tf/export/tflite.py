@@ -184,7 +184,7 @@ def _quantize_network_only(converter, network_scope):
         names = [graph.tensors[i].name.decode() for i in op.outputs]
         if names and names[0].startswith(network_scope):
             seen_network = True
-            network_tensors += [i for i in op.outputs if _has_range(graph.tensors[i])]
+            network_tensors += [i for i in op.outputs if calibration.has_range(graph.tensors[i])]
             continue
         float_nodes += names
         if seen_network:  # post-processing; the preprocessing keeps its statistics (the input scale)
@@ -215,8 +215,3 @@ def _quantize_network_only(converter, network_scope):
                  best, len(samples), ", ".join("%s %.4f" % item for item in agreement.items()))
     return candidates[best]
 
-
-def _has_range(tensor):
-    """Whether the calibrator recorded one (per-tensor) min/max for `tensor`."""
-    q = tensor.quantization
-    return q is not None and q.min is not None and len(q.min) == 1
