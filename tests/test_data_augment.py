@@ -113,6 +113,19 @@ def test_resize_and_pad_sizes_and_scale():
     assert padded.numpy()[:, :23].min() == 1.0 and padded.numpy()[:, 23:].max() == 0.0  # floor(37*0.64)
 
 
+def test_resize_and_pad_of_a_picture_at_the_size_is_the_resize_skipped():
+    """A picture whose static size is the network's (a fixed TFLite input) skips the resize op;
+    the result is what the resize gives when the size is only known at run time."""
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    graph = tf.function(lambda x: preprocess.resize_and_pad(x, 64)).get_concrete_function(
+        tf.TensorSpec([1, 64, 64, 3], tf.float32)).graph
+    assert not [op for op in graph.get_operations() if op.type.startswith("Resize")]
+    dynamic = tf.function(lambda x: preprocess.resize_and_pad(x, 64),
+                          input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    for got, want in zip(preprocess.resize_and_pad(tf.constant(image), 64), dynamic(tf.constant(image))):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
 def test_normalize_modes():
     pixel = tf.constant([[[127.0, 255.0, 0.0]]])
     lite = build_normalizer(get_config("efficientdet-lite0"))(pixel)

@@ -158,7 +158,8 @@ def _quantize_network_only(converter, network_scope):
     drives exp(box delta) to inf (it fails with "scale out of expressed type range"). The
     converter's own per-node denylist does not help with the second, so the statistics of every
     tensor after the network are dropped from the calibrated model before quantising: without
-    statistics the quantiser leaves a tensor float.
+    statistics the quantiser leaves a tensor float. The quantiser still routes parts of that tail
+    through int8; `tflite_graph.clean_float_tail` takes those detours out.
 
     The network is quantised twice, with the calibrator's min/max ranges and with
     `calibration.mean_ranges`, and the file whose detections agree better with the float model's
@@ -169,8 +170,6 @@ def _quantize_network_only(converter, network_scope):
     calibrate-only mode and `mlir_quantize` (TF 2.21), which
     `tf.lite.experimental.QuantizationDebugger` also uses.
     """
-    import flatbuffers
-    from tensorflow.lite.python import convert
     from tensorflow.lite.python import schema_py_generated as schema_fb
 
     from efficientdet_tf.export import calibration
@@ -178,31 +177,13 @@ def _quantize_network_only(converter, network_scope):
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
     model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(calibrated, 0))
-    graph = model.subgraphs[0]
-    float_nodes, network_tensors, seen_network = [], [], False
-    for op in graph.operators:
-        names = [graph.tensors[i].name.decode() for i in op.outputs]
-        if names and names[0].startswith(network_scope):
-            seen_network = True
-            network_tensors += [i for i in op.outputs if calibration.has_range(graph.tensors[i])]
-            continue
-        float_nodes += names
-        if seen_network:  # post-processing; the preprocessing keeps its statistics (the input scale)
-            for i in op.outputs:
-                graph.tensors[i].quantization = None
-    if not seen_network:
-        raise RuntimeError("no op of the network %r found in the calibrated graph" % network_scope)
-
-    def quantize():
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return convert.mlir_quantize(bytes(builder.Output()), denylisted_nodes=float_nodes)
-
+    float_nodes, network_tensors = keep_tail_float(model, network_scope)
     samples = list(converter.representative_dataset.input_gen())
-    candidates = {"min/max": quantize()}
+    candidates = {"min/max": quantize_network(model, float_nodes)}
+    graph = model.subgraphs[0]
     for i, (low, high) in calibration.mean_ranges(calibrated, network_tensors, samples).items():
         graph.tensors[i].quantization.min, graph.tensors[i].quantization.max = [low], [high]
-    candidates["mean of per-picture extremes"] = quantize()
+    candidates["mean of per-picture extremes"] = quantize_network(model, float_nodes)
     reference = calibration.detections(calibrated, samples)
     try:
         agreement = {name: calibration.detection_agreement(reference, calibration.detections(data, samples))
@@ -215,3 +196,41 @@ def _quantize_network_only(converter, network_scope):
                  best, len(samples), ", ".join("%s %.4f" % item for item in agreement.items()))
     return candidates[best]
 
+
+def keep_tail_float(model, network_scope):
+    """Marks everything after the network float in a calibrated `schema_fb.ModelT` (in place).
+
+    Returns (names of the output tensors of every op outside the network, for `mlir_quantize`'s
+    denylist; indices of the network's tensors that carry a calibrated range). The statistics of
+    the tensors after the network are dropped; the preprocessing keeps its own (the input scale).
+    """
+    from efficientdet_tf.export import calibration
+
+    graph = model.subgraphs[0]
+    float_nodes, network_tensors, seen_network = [], [], False
+    for op in graph.operators:
+        names = [graph.tensors[i].name.decode() for i in op.outputs]
+        if names and names[0].startswith(network_scope):
+            seen_network = True
+            network_tensors += [i for i in op.outputs if calibration.has_range(graph.tensors[i])]
+            continue
+        float_nodes += names
+        if seen_network:
+            for i in op.outputs:
+                graph.tensors[i].quantization = None
+    if not seen_network:
+        raise RuntimeError("no op of the network %r found in the calibrated graph" % network_scope)
+    return float_nodes, network_tensors
+
+
+def quantize_network(model, float_nodes):
+    """TFLite bytes of the calibrated `model` quantised except `float_nodes`, float tail cleaned up
+    (`tflite_graph.clean_float_tail`)."""
+    import flatbuffers
+    from tensorflow.lite.python import convert
+
+    from efficientdet_tf.export.tflite_graph import clean_float_tail
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return clean_float_tail(convert.mlir_quantize(bytes(builder.Output()), denylisted_nodes=float_nodes))

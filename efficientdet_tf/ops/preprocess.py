@@ -44,6 +44,9 @@ def resize_and_pad(image, image_size):
       antialias, zero padding) and the float32 scalar image_scale = 1 / scale, which maps boxes in the
       resized frame back to original-picture pixels.
     """
+    if isinstance(image_size, int) and tuple(image.shape[-3:-1]) == (image_size, image_size):
+        # Already the network's size (a fixed-size TFLite input): the resize would be the identity.
+        return tf.cast(image, tf.float32), tf.constant(1.0)
     shape = tf.shape(image)
     scale, new_height, new_width = resize_scale(shape[-3], shape[-2], image_size)
     resized = tf.image.resize(image, tf.stack([new_height, new_width]), method="bilinear", antialias=False)
