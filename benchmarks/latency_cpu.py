@@ -1,7 +1,7 @@
 """CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite and `effdet`.
 
     python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--xla]
-                                     [--quantized] [--batch8] [--memory]
+                                     [--quantized] [--batch8] [--memory] [--processes N]
 
 Network only and end to end (preprocessing + network + decoding + soft-NMS from a uint8 picture) for
 each, medians in ms over repeated runs in one process, and ratios to the PyTorch `effdet`
@@ -11,11 +11,19 @@ The reference checkpoint is loaded when present so NMS sees realistic scores. --
 fp16 and int8 TFLite files (int8 calibrated on synthetic shapes pictures), --batch8 the throughput
 at batch 8 (pictures/s) of the SavedModel and the peer, --memory the resident memory of a fresh
 process that loads the SavedModel and serves 20 pictures, stage by stage.
+
+--processes N repeats the whole measurement in N fresh processes, one after the other, and adds a
+summary of each candidate's ratio to the peer (lowest, median, highest): the peer's speed differs
+from process to process far more than within one (BENCHMARKS.md), so one process's ratio is one
+draw.
 """
 
 import argparse
 import functools
 import os
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
 
@@ -153,7 +161,11 @@ def main():
     parser.add_argument("--int8", action="store_true", help="with --quantized, also the int8 TFLite file")
     parser.add_argument("--batch8", action="store_true", help="also time batch 8 (throughput)")
     parser.add_argument("--memory", action="store_true", help="report the serving process's peak memory")
+    parser.add_argument("--processes", type=int, default=1, help="repeat in this many fresh processes and "
+                        "summarise the ratios to the peer")
     args = parser.parse_args()
+    if args.processes > 1:
+        return repeat_in_processes(args.processes)
     fns = {} if args.no_peer else peer_fns(args.batch8)
     with tempfile.TemporaryDirectory() as root:
         fns.update(tensorflow_fns(args, root))
@@ -172,6 +184,28 @@ def main():
         print("SavedModel serving process resident memory (MiB): after importing TensorFlow %.0f, "
               "after loading %.0f, after the first picture %.0f, peak over 20 pictures %.0f"
               % (memory["import"], memory["load"], memory["first"], memory["peak"]))
+
+
+def repeat_in_processes(count):
+    """Runs this script `count` times (same flags, one process each) and summarises the ratios."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if not skip and not arg.startswith("--processes"):
+            argv.append(arg)
+        skip = arg == "--processes"  # its value follows
+    ratios = {}
+    for run in range(count):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv, capture_output=True,
+                             text=True, check=True).stdout
+        report = out[out.index("\nD0, 512x512"):]
+        print("\nprocess %d of %d:%s" % (run + 1, count, report.rstrip()))
+        for line in report.splitlines():
+            match = re.match(r"(.+?)\s+([\d.]+) ms.*?([\d.]+)x faster than effdet", line)
+            if match:
+                ratios.setdefault(match.group(1).strip(), []).append(float(match.group(3)))
+    print("\nratio to effdet over %d processes: lowest / median / highest" % count)
+    for label, values in ratios.items():
+        print("%-32s %5.2fx / %5.2fx / %5.2fx" % (label, min(values), statistics.median(values), max(values)))
 
 
 if __name__ == "__main__":
