@@ -16,6 +16,11 @@ from efficientdet_tf.train.checkpointing import KILL_ENV
 from test_train import SMALL, make_shapes_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Not bitwise: on some CPUs (seen on an AVX2 one, where TensorFlow runs Eigen kernels) two
+# uninterrupted runs of this command already differ, by 1e-9 in the momentum after the first
+# step, grown to up to 1.3e-4 in the weights after four (batch norm over the 1x1 and 2x2 maps of
+# levels 6 and 7 at 128 px magnifies it). On AVX-512 CPUs the runs agreed within 1e-5.
+TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,8 @@ def test_sigkill_in_training_and_in_a_save_then_resume_gives_the_same_weights(re
     for view in ("weights", "ema"):
         assert a[view].keys() == b[view].keys() and len(a[view]) > 300
         worst = max(float(np.max(np.abs(a[view][k] - b[view][k]))) for k in a[view])
-        assert worst <= 1e-5, (view, worst)
-    # And training did move the weights (the comparison is not between two untouched models).
+        assert worst <= TOLERANCE, (view, worst)
+    # Training moved the weights far more than the tolerance: a resume that lost the optimizer or
+    # EMA state, or replayed other data, would miss by about this much.
     start = trainer_tensors(os.path.join(resumed, "ckpt-2"))["weights"]
-    assert max(float(np.max(np.abs(start[k] - b["weights"][k]))) for k in start) > 1e-4
+    assert max(float(np.max(np.abs(start[k] - b["weights"][k]))) for k in start) > 20 * TOLERANCE
