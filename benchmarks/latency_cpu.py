@@ -200,9 +200,9 @@ def repeat_in_processes(count):
         report = out[out.index("\nD0, 512x512"):]
         print("\nprocess %d of %d:%s" % (run + 1, count, report.rstrip()))
         for line in report.splitlines():
-            match = re.match(r"(.+?)\s+([\d.]+) ms.*?([\d.]+)x faster than effdet", line)
+            match = re.match(r"(.+?)\s+[\d.]+ ms.*?([\d.]+)x faster than effdet", line)
             if match:
-                ratios.setdefault(match.group(1).strip(), []).append(float(match.group(3)))
+                ratios.setdefault(match.group(1), []).append(float(match.group(2)))
     print("\nratio to effdet over %d processes: lowest / median / highest" % count)
     for label, values in ratios.items():
         print("%-32s %5.2fx / %5.2fx / %5.2fx" % (label, min(values), statistics.median(values), max(values)))
