@@ -46,7 +46,7 @@ def tensorflow_step(args):
     from efficientdet_tf.data.pipeline import InputPipeline
     from efficientdet_tf.train import schedules
     from efficientdet_tf.train.optimizer import build_optimizer
-    from efficientdet_tf.train.trainer import build_train_step, build_training_model
+    from efficientdet_tf.train.train_step import build_train_step, build_training_model
     from tfrecord_tools import create_coco_tfrecord
     from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
 
@@ -66,7 +66,8 @@ def tensorflow_step(args):
         optimizer = build_optimizer(config.train, lr, precision)
         optimizer.build(model.trainable_variables)
     step = build_train_step(strategy, model, optimizer, model.trainable_variables, factory.build_loss_fn(config),
-                            float(config.loss.weight_decay), precision, use_xla=args.xla)
+                            float(config.loss.weight_decay), float(config.train.clip_gradients_norm), precision,
+                            use_xla=args.xla)
     pipeline = InputPipeline(paths[0], config, is_training=True, batch_size=args.batch)
     batch = next(iter(strategy.distribute_datasets_from_function(pipeline)))
 

@@ -2,12 +2,12 @@
 
 tests/data/efficientdet-d0/ (written by tests/data/make_reference_data.py from the full reference):
 - checkpoint_ema.npz: every /ExponentialMovingAverage variable (float32, exact) and global_step;
-- checkpoint_raw_fp16.npz: the raw (non-EMA) variables as float16 (the tests only need them to exist
-  and to differ from the EMA copies; no test compares outputs of the raw weights with a reference);
+- checkpoint_raw.npz: the raw (non-EMA) variables (float32, exact: the one-step training parity test
+  starts from them);
 - reference_outputs.npz: everything of the full file exactly; each class output is stored as its
   64-channel pre-projection features plus int8 last-place offsets (see make_reference_data.py) and
   rebuilt bit for bit;
-- reference_meta.json and training_reference.npz as they are.
+- reference_meta.json, training_reference.npz and training_step_reference.npz as they are.
 `materialise` turns that into a directory laid out like the full reference (TF1 checkpoint files
 model.index / model.data-*, the full reference_outputs.npz ...), which the `d0_reference_dir`
 fixture returns.
@@ -34,9 +34,9 @@ def materialise(compact_dir, target_dir):
     with np.load(os.path.join(compact_dir, "checkpoint_ema.npz")) as ema:
         for name in ema.files:
             tensors[name if name == "global_step" else name + EMA_SUFFIX] = ema[name]
-    with np.load(os.path.join(compact_dir, "checkpoint_raw_fp16.npz")) as raw:
+    with np.load(os.path.join(compact_dir, "checkpoint_raw.npz")) as raw:
         for name in raw.files:
-            tensors[name] = raw[name].astype(np.float32)
+            tensors[name] = raw[name]
     names = sorted(tensors)
     prefix = os.path.join(target_dir, "model")
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
@@ -45,7 +45,7 @@ def materialise(compact_dir, target_dir):
         f.write('model_checkpoint_path: "model"\nall_model_checkpoint_paths: "model"\n')
     np.savez(os.path.join(target_dir, "reference_outputs.npz"),
              **rebuild_outputs(os.path.join(compact_dir, "reference_outputs.npz"), tensors))
-    for name in ("reference_meta.json", "training_reference.npz"):
+    for name in ("reference_meta.json", "training_reference.npz", "training_step_reference.npz"):
         shutil.copy(os.path.join(compact_dir, name), os.path.join(target_dir, name))
     return target_dir
 

@@ -1,5 +1,12 @@
-"""Kill -9 safety: a deterministic run SIGKILLed during training and during a checkpoint save, then
-rerun with the same command, ends with the weights of an uninterrupted run."""
+"""Exact resume: a deterministic run SIGKILLed during training and during a checkpoint save, then
+rerun with the same command, ends where an uninterrupted run ends.
+
+The model is Lite0, whose backbone trains with drop-connect (random masks drawn from seed
+generators inside the model), with augmentation on, so every piece of random state that drives a
+step must come back from the checkpoint. Two uninterrupted runs measure how far this machine's
+CPU kernels let identical runs drift (zero on most machines); the resumed run may differ from an
+uninterrupted one by at most 3x that, plus 1e-5.
+"""
 
 import json
 import os
@@ -16,11 +23,8 @@ from efficientdet_tf.train.checkpointing import KILL_ENV
 from test_train import SMALL, make_shapes_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Not bitwise: on some CPUs (seen on an AVX2 one, where TensorFlow runs Eigen kernels) two
-# uninterrupted runs of this command already differ, by 1e-9 in the momentum after the first
-# step, grown to up to 1.3e-4 in the weights after four (batch norm over the 1x1 and 2x2 maps of
-# levels 6 and 7 at 128 px magnifies it). On AVX-512 CPUs the runs agreed within 1e-5.
-TOLERANCE = 1e-3
+MODEL = "efficientdet-lite0"
+STEPS = 6
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +39,35 @@ def _train(records, model_dir, kill_at=None):
     if kill_at:
         env[KILL_ENV] = kill_at
     return subprocess.run(
-        [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_dir=" + model_dir, "--hparams=" + hparams,
-         "--train_file_pattern=" + records, "--train_steps=6", "--save_every=2", "--deterministic", "--seed=5",
-         "--noprogress"], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+        [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_name=" + MODEL, "--model_dir=" + model_dir,
+         "--hparams=" + hparams, "--train_file_pattern=" + records, "--train_steps=%d" % STEPS, "--save_every=2",
+         "--deterministic", "--seed=5", "--noprogress"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+
+
+def _distance(a, b):
+    """Largest element difference over the weights and the EMA of two trainer checkpoints."""
+    worst = 0.0
+    for view in ("weights", "ema"):
+        assert a[view].keys() == b[view].keys() and len(a[view]) > 200
+        worst = max(worst, max(float(np.max(np.abs(a[view][k] - b[view][k]))) for k in a[view]))
+    return worst
+
+
+def distances(first, second, resumed, start):
+    """(run to run, resumed to uninterrupted, movement since `start`) for the final checkpoints."""
+    run_to_run = _distance(first, second)
+    resumed_gap = max(_distance(first, resumed), _distance(second, resumed))
+    movement = max(float(np.max(np.abs(start["weights"][k] - resumed["weights"][k]))) for k in start["weights"])
+    return run_to_run, resumed_gap, movement
 
 
 @pytest.mark.slow
 def test_sigkill_in_training_and_in_a_save_then_resume_gives_the_same_weights(records, tmp_path):
-    straight = str(tmp_path / "straight")
-    run = _train(records, straight)
-    assert run.returncode == 0, run.stderr[-3000:]
+    straight = [str(tmp_path / "straight_a"), str(tmp_path / "straight_b")]
+    for model_dir in straight:
+        run = _train(records, model_dir)
+        assert run.returncode == 0, run.stderr[-3000:]
 
     resumed = str(tmp_path / "resumed")
     run = _train(records, resumed, kill_at="step:3")
@@ -63,15 +86,16 @@ def test_sigkill_in_training_and_in_a_save_then_resume_gives_the_same_weights(re
     run = _train(records, resumed)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "resuming from %s" % os.path.join(resumed, "ckpt-2") in run.stdout
-    assert "step 6:" in run.stdout
+    assert "step %d:" % STEPS in run.stdout
 
-    a = trainer_tensors(os.path.join(straight, "ckpt-6"))
-    b = trainer_tensors(os.path.join(resumed, "ckpt-6"))
-    for view in ("weights", "ema"):
-        assert a[view].keys() == b[view].keys() and len(a[view]) > 300
-        worst = max(float(np.max(np.abs(a[view][k] - b[view][k]))) for k in a[view])
-        assert worst <= TOLERANCE, (view, worst)
-    # Training moved the weights far more than the tolerance: a resume that lost the optimizer or
-    # EMA state, or replayed other data, would miss by about this much.
-    start = trainer_tensors(os.path.join(resumed, "ckpt-2"))["weights"]
-    assert max(float(np.max(np.abs(start[k] - b["weights"][k]))) for k in start) > 20 * TOLERANCE
+    final = "ckpt-%d" % STEPS
+    first, second, again = (trainer_tensors(os.path.join(d, final)) for d in straight + [resumed])
+    start = trainer_tensors(os.path.join(resumed, "ckpt-2"))
+    run_to_run, resumed_gap, movement = distances(first, second, again, start)
+    print("\nrun to run %.3g, resumed to uninterrupted %.3g, movement since ckpt-2 %.3g"
+          % (run_to_run, resumed_gap, movement))
+    tolerance = 3 * run_to_run + 1e-5
+    assert resumed_gap <= tolerance, (resumed_gap, run_to_run)
+    # Training moved the weights far more than that: a resume that lost the optimizer, EMA or
+    # drop-connect state, or replayed other data, would miss by a visible fraction of this.
+    assert movement > 100 * tolerance, (movement, tolerance)

@@ -256,10 +256,15 @@ class InputPipeline:
             dataset = self._tfds_records(input_context)
         else:
             dataset = self._file_records(input_context)
+        seed = self.seed
+        if seed is not None and input_context and input_context.input_pipeline_id:
+            # Each worker its own (still fixed) sequence: the same seed everywhere would give every
+            # worker the same augmentation draws.
+            seed += 1000003 * input_context.input_pipeline_id
         if self.is_training:
-            dataset = dataset.shuffle(self.config.data.shuffle_buffer, seed=self.seed)
+            dataset = dataset.shuffle(self.config.data.shuffle_buffer, seed=seed)
         # One stateless seed pair per picture makes augmentation reproducible in deterministic mode.
-        seeds = tf.data.Dataset.random(seed=self.seed).batch(2)
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda element, seed: dict(element, seed=seed))
         if not self.tfds_name:
             dataset = dataset.interleave(self._safe_decode, cycle_length=self.parallel, block_length=1,

@@ -1,10 +1,11 @@
 """Trainer checkpoints: `<model_dir>/ckpt-<step>` via tf.train.CheckpointManager, config.yaml, best/.
 
 A checkpoint holds the model, the optimizer (momentum, EMA, loss scale, iterations = step), the
-data position, and two name-keyed views that readers without the optimizer can use
-(`checkpoints.loading`): `weights` (every model variable) and `ema` (the EMA of every trained
-variable), both keyed by the official variable names. The views reference the same variables, so
-they cost no extra space.
+data position, the state of every random-number generator inside the model (`rng`: drop-connect's
+seed generators, keyed by layer name; Keras 3 models do not checkpoint them themselves), and two
+name-keyed views that readers without the optimizer can use (`checkpoints.loading`): `weights`
+(every model variable) and `ema` (the EMA of every trained variable), both keyed by the official
+variable names. The views reference the same variables, so they cost no extra space.
 
 Kill safety: TensorFlow writes a checkpoint's shards into a temporary folder and renames them into
 place; the manager then rewrites the `checkpoint` state file through a temporary file and a rename.
@@ -37,6 +38,35 @@ def kill_point(kind, step):
     if os.environ.get(KILL_ENV) == "%s:%d" % (kind, step):
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def seed_generator_states(model):
+    """{'<layer name>/<i>': variable} of the state that a layer holds besides its weights: the
+    Keras SeedGenerators' states (drop-connect).
+
+    Keyed by layer names, which the network fixes (the official names), unlike the generators'
+    own variable paths, which count up across every model built in the process.
+    """
+    states = {}
+    for layer in model.layers:
+        weights = {id(w) for w in layer.weights}
+        extra = [v for v in layer.variables if id(v) not in weights]
+        for index, variable in enumerate(extra):
+            states["%s/%d" % (layer.name, index)] = variable
+    return states
+
+
+def read_best(model_dir):
+    """{'step', 'AP', 'checkpoint'} of `<model_dir>/best/` (written by `Checkpointer.save_best`), or None."""
+    path = os.path.join(model_dir, BEST_DIR, "metrics.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        metrics = json.load(f)
+    if "AP" not in metrics:
+        return None
+    prefix = tf.train.latest_checkpoint(os.path.join(model_dir, BEST_DIR))
+    return {"step": int(metrics.get("step", -1)), "AP": float(metrics["AP"]), "checkpoint": prefix}
 
 
 def _network_differences(saved, config):
@@ -99,7 +129,8 @@ class Checkpointer:
         ema = {by_id[id(var)]: avg for var, avg in optimizer_lib.ema_variables(optimizer) if id(var) in by_id}
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=optimizer, data=tf.train.Checkpoint(consumed_batches=data_position),
-            weights=tf.train.Checkpoint(**named), ema=tf.train.Checkpoint(**ema))
+            weights=tf.train.Checkpoint(**named), ema=tf.train.Checkpoint(**ema),
+            rng=tf.train.Checkpoint(**seed_generator_states(model)))
         directory = model_dir if chief else os.path.join(model_dir, ".scratch_" + worker)
         self.directory = directory
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max(1, keep),

@@ -1,7 +1,7 @@
 """SGD with momentum, EMA of the weights and (float16) dynamic loss scaling, for the custom loop.
 
-The trainer sums the replicas' gradients itself (so that clipping by global norm sees the global
-gradient, as on one device) and hands the optimizer gradients that are already reduced.
+The trainer sums the replicas' gradients itself and clips them (`train_step.clip_gradients`, which
+must see the global gradient, as on one device) before it hands them to the optimizer.
 """
 
 import keras
@@ -39,15 +39,13 @@ def build_optimizer(train_config, learning_rate, precision):
     """The optimizer of the `train:` section; float16 wraps it in a dynamic `LossScaleOptimizer`.
 
     Args:
-      train_config: the config's `train` section (momentum, clip_gradients_norm,
-        moving_average_decay).
+      train_config: the config's `train` section (momentum, moving_average_decay); gradient
+        clipping is the train step's (`train_step.clip_gradients`).
       learning_rate: a float or a `LearningRateSchedule` (already scaled to the global batch).
       precision: 'float32', 'float16' or 'bfloat16' (bfloat16 needs no loss scaling).
     """
-    clip = train_config.clip_gradients_norm
     decay = train_config.moving_average_decay
     sgd = DetectionSGD(learning_rate=learning_rate, momentum=train_config.momentum,
-                       global_clipnorm=clip if clip > 0 else None,
                        use_ema=decay > 0, ema_momentum=decay if decay > 0 else 0.99)
     if precision == "float16":
         return keras.optimizers.LossScaleOptimizer(sgd)

@@ -1,5 +1,6 @@
 """The training loop: one custom tf.distribute loop for every strategy (no keras fit)."""
 
+import dataclasses
 import math
 import os
 import re
@@ -9,13 +10,14 @@ import time
 import keras
 import tensorflow as tf
 
-from efficientdet_tf import factory, losses
+from efficientdet_tf import factory
 from efficientdet_tf.checkpoints.errors import CheckpointError
 from efficientdet_tf.config import Config, ConfigError, get_config
 from efficientdet_tf.train import checkpointing, schedules, strategy as strategy_lib
 from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
 from efficientdet_tf.train.optimizer import build_optimizer
 from efficientdet_tf.train.summaries import SummaryWriter
+from efficientdet_tf.train.train_step import build_train_step, build_training_model
 
 PRECISIONS = {"": "float32", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 LOSS_KEYS = ("cls_loss", "box_loss", "det_loss", "reg_loss", "total_loss")
@@ -121,22 +123,6 @@ def _freeze_filter(model, pattern):
     return keep, frozen
 
 
-def build_training_model(config, precision="float32"):
-    """The network with synchronized batch norm, under the precision policy (restored afterwards)."""
-    from efficientdet_tf.model.efficientdet import build_model, set_batch_norm_synchronized
-
-    previous = keras.config.dtype_policy()
-    if precision != "float32":
-        keras.config.set_dtype_policy("mixed_" + precision)
-    try:
-        model = build_model(config)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    # Batch statistics over the global batch: the loss does not depend on the replica count.
-    set_batch_norm_synchronized(model, True)
-    return model
-
-
 def _data_error(error):
     """The input pipeline's own message (e.g. which record is bad) out of a TF error."""
     text = str(getattr(error, "message", error))
@@ -146,46 +132,6 @@ def _data_error(error):
 
 def _format_losses(values):
     return ", ".join("%s %.6g" % (k, values[k]) for k in LOSS_KEYS if k in values)
-
-
-def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, precision="float32",
-                     use_xla=False):
-    """The distributed training step: `step((images, labels)) -> {loss part: value summed over replicas}`.
-
-    Each replica normalises its loss by the positives of the global batch (+1) and carries
-    1/replicas of the weight decay, so the replicas' losses and gradients sum to those of the global
-    batch on one device. Gradients are summed over replicas here, then clipped by global norm and
-    applied by the optimizer (which must not reduce them again: `optimizer.DetectionSGD`).
-    """
-    replicas = strategy.num_replicas_in_sync
-    float16 = precision == "float16"
-
-    def replica_step(images, labels):
-        context = tf.distribute.get_replica_context()
-        positives = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["num_positives"]))
-        with tf.GradientTape() as tape:
-            class_outputs, box_outputs = model(images, training=True)
-            parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=positives + 1.0)
-            reg = losses.l2_loss(trainable, weight_decay) / replicas if weight_decay else tf.constant(0.0)
-            total = parts["det_loss"] + reg
-            scaled = optimizer.scale_loss(total) if float16 else total
-        grads = tape.gradient(scaled, trainable)
-        # Clipping by global norm needs the global gradient: sum over replicas here, not in the optimizer.
-        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        optimizer.apply(grads, trainable)
-        return dict(parts, reg_loss=reg, total_loss=total)
-
-    step_fn = tf.function(replica_step, jit_compile=True) if use_xla else replica_step
-
-    @tf.function
-    def train_step(batch):
-        images, labels = batch
-        # Only the loss's inputs go in: XLA cannot take the string ids, and the rest is unused.
-        labels = {k: v for k, v in labels.items() if k.startswith(("cls_targets_", "box_targets_", "num_positives"))}
-        per_replica = strategy.run(step_fn, args=(images, labels))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-    return train_step
 
 
 def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_steps=None, num_epochs=None,
@@ -243,191 +189,298 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
     was_deterministic = tf_config.is_op_determinism_enabled()
     if deterministic and not use_xla:
         tf.config.experimental.enable_op_determinism()
+    options = RunOptions(train_file_pattern=train_file_pattern, tfds_name=tfds_name, train_steps=train_steps,
+                         num_epochs=num_epochs, batch_size=batch_size, save_every=save_every,
+                         keep_checkpoints=keep_checkpoints, strategy=strategy, tpu=tpu,
+                         pretrained_ckpt=pretrained_ckpt, freeze=freeze, seed=seed, deterministic=deterministic,
+                         use_xla=use_xla, eval_fn=eval_fn, eval_every=eval_every, progress=progress,
+                         summary_every=summary_every)
     try:
-        return _train(config, model_dir, train_file_pattern=train_file_pattern, tfds_name=tfds_name,
-                      train_steps=train_steps, num_epochs=num_epochs, batch_size=batch_size,
-                      save_every=save_every, keep_checkpoints=keep_checkpoints, strategy=strategy, tpu=tpu,
-                      pretrained_ckpt=pretrained_ckpt, freeze=freeze, seed=seed, deterministic=deterministic,
-                      use_xla=use_xla, eval_fn=eval_fn, eval_every=eval_every, progress=progress,
-                      summary_every=summary_every)
+        run = TrainingRun(config, model_dir, options)
+        run.set_up()
+        run.restore()
+        run.run_steps()
+        return run.finish()
     finally:
         if deterministic and not was_deterministic:
             tf_config.disable_op_determinism()
 
 
-def _train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_steps=None, num_epochs=None,
-          batch_size=None, save_every=1000, keep_checkpoints=5, strategy=None, tpu=None, pretrained_ckpt=None,
-          freeze=None, seed=None, deterministic=False, use_xla=False, eval_fn=None, eval_every=0,
-          progress=True, summary_every=100):
-    """The body of `train` (same arguments)."""
-    # A multi-worker strategy must exist before TensorFlow runs anything else in the process.
-    strategy = strategy_lib.get_strategy(strategy or "", tpu)
-    try:
-        config = _resolve_config(config, batch_size, seed, deterministic, train_file_pattern, tfds_name)
-    except ConfigError as e:
-        raise TrainError(str(e)) from None
-    chief = strategy_lib.is_chief(strategy)
-    tc = config.train
-    precision = _precision(tc.mixed_precision)
-    global_batch = int(tc.batch_size)
-    replicas = strategy.num_replicas_in_sync
-    if global_batch < 1 or global_batch % replicas:
-        raise TrainError("the global batch size %d is not divisible by the %d replicas of the strategy"
-                         % (global_batch, replicas))
-    if train_steps is not None and train_steps < 1:
-        raise TrainError("train_steps must be >= 1, got %d" % train_steps)
-    if save_every < 1:
-        raise TrainError("save_every must be >= 1, got %d" % save_every)
-    if deterministic and use_xla:
-        raise TrainError("--deterministic and --use_xla do not go together: XLA has no deterministic "
-                         "max-pool gradient")
-    if eval_every and eval_fn is None:
-        raise TrainError("eval_every needs an eval_fn")
-    if seed is not None:
-        keras.utils.set_random_seed(int(seed))
+@dataclasses.dataclass
+class RunOptions:
+    """The arguments of `train` besides the config and model_dir (same meaning, same defaults)."""
 
-    from efficientdet_tf.data.pipeline import InputPipeline
+    train_file_pattern: str = None
+    tfds_name: str = None
+    train_steps: int = None
+    num_epochs: float = None
+    batch_size: int = None
+    save_every: int = 1000
+    keep_checkpoints: int = 5
+    strategy: object = None
+    tpu: str = None
+    pretrained_ckpt: str = None
+    freeze: str = None
+    seed: int = None
+    deterministic: bool = False
+    use_xla: bool = False
+    eval_fn: object = None
+    eval_every: int = 0
+    progress: bool = True
+    summary_every: int = 100
 
-    try:
-        pipeline = InputPipeline(config.data.training_file_pattern or None, config, is_training=True,
-                                 tfds_name=config.data.tfds_name or None, batch_size=global_batch)
-    except ValueError as e:
-        raise TrainError("%s: give --train_file_pattern or --tfds_name" % e) from None
-    steps_per_epoch = int(tc.steps_per_epoch)
-    num_examples = _input_size(pipeline, need_count=not steps_per_epoch)
-    if not steps_per_epoch:
-        steps_per_epoch = num_examples // global_batch
-        if steps_per_epoch < 1:
-            raise TrainError("the training set holds %d pictures, fewer than one global batch of %d"
-                             % (num_examples, global_batch))
-    total_steps = int(train_steps) if train_steps else int(round((num_epochs or tc.num_epochs) * steps_per_epoch))
-    checkpointing.check_model_dir(model_dir, config)
 
-    with strategy.scope():
-        model = build_training_model(config, precision)
-        trainable, frozen = _freeze_filter(model, freeze)
-        pretrained = None
-        if pretrained_ckpt and not tf.train.latest_checkpoint(model_dir):
-            from efficientdet_tf.checkpoints.loading import load_pretrained
+class TrainingRun:
+    """One training run, phase by phase: `set_up`, `restore`, `run_steps` (with `save` and
+    `evaluate`), `finish`.
 
-            # Before the optimizer exists, so that its EMA starts from the pretrained weights.
-            try:
-                pretrained = load_pretrained(model, pretrained_ckpt)
-            except CheckpointError as e:
-                raise TrainError("--pretrained_ckpt: %s" % e) from None
-        schedule = schedules.build_schedule(tc, global_batch, steps_per_epoch, total_steps)
-        optimizer = build_optimizer(tc, schedule, precision)
-        optimizer.build(trainable)
-        data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="consumed_batches",
-                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        ckpt = checkpointing.Checkpointer(model_dir, model, optimizer, data_position, keep_checkpoints,
-                                          chief=chief, worker=strategy_lib.worker_id(strategy))
-        resumed_from = ckpt.restore_latest()
-    if chief:
-        checkpointing.write_config(model_dir, config)
-    if pretrained and chief:
-        skipped = pretrained["skipped"]
-        print("pretrained: loaded %d variables from %s; skipped %d%s" % (
-            pretrained["loaded"], pretrained["prefix"], len(skipped),
-            (": " + ", ".join(skipped)) if skipped and len(skipped) <= 8 else ""), flush=True)
-    if resumed_from and chief:
-        print("resuming from %s (step %d)" % (resumed_from, int(optimizer.iterations)), flush=True)
+    The state that a checkpoint holds, and so that a resumed run continues from, is what
+    `set_up` builds into `self.checkpointer`: the model's variables (weights, batch-norm
+    statistics and the drop-connect seed generators' states), the optimizer (momentum, EMA, loss
+    scale, iterations = step, hence the learning-rate position) and the data position (batches
+    consumed). Under `deterministic` the input is a fixed function of the seed and the position,
+    so a resumed run repeats the uninterrupted one; without it, each restart draws a fresh input
+    order. The best evaluation so far is read back from `<model_dir>/best/metrics.json`.
+    """
 
-    loss_fn = factory.build_loss_fn(config)
-    weight_decay = float(config.loss.weight_decay)
-    consumed = int(data_position.numpy())
+    def __init__(self, config, model_dir, options):
+        self.config = config
+        self.model_dir = model_dir
+        self.options = options
+        self.evaluations = []
+        self.history = []
+        self.values = {}
+        self.best = None
+        self.resumed_from = None
+        self.last_good = None
+        self.saved_step = None
+        self.steady_times = []
 
-    def dataset_fn(input_context):
-        dataset = pipeline(input_context)
-        # Resume where the last checkpoint stopped reading: exact under --deterministic.
-        # (Random order otherwise: skipping would only cost time.)
-        skip = consumed * input_context.num_replicas_in_sync // input_context.num_input_pipelines
-        return dataset.skip(skip) if skip and config.data.deterministic else dataset
+    # ---- set up --------------------------------------------------------------------------------
 
-    dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    iterator = iter(dataset)
-    train_step = build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, precision,
-                                  use_xla)
-
-    step = int(optimizer.iterations.numpy())
-    last_good = resumed_from
-    writer = SummaryWriter(os.path.join(model_dir, "train"), config, enabled=chief)
-    # Off a terminal (CI logs, nohup) the bar prints a line per update: every 15 s is enough there.
-    bar = keras.utils.Progbar(total_steps, stateful_metrics=list(LOSS_KEYS) + ["lr", "pics/s"], unit_name="step",
-                              interval=0.05 if sys.stdout.isatty() else 15.0) if progress and chief else None
-    evaluations, best, history = [], None, []
-    saved_step = step if resumed_from else None
-    values, rate_window, steady_times = {}, [], []
-    lr = float(optimizer.learning_rate.numpy())
-
-    def save(at_step):
-        nonlocal last_good, saved_step
-        data_position.assign(consumed)
-        path = ckpt.save(at_step)
-        saved_step = at_step
-        if chief:
-            last_good = path
-        return path
-
-    first_step = True
-    while step < total_steps:
-        start = time.perf_counter()
+    def set_up(self):
+        """Strategy, config, input, model, optimizer and checkpointer; every check before a step."""
+        opts = self.options
+        # A multi-worker strategy must exist before TensorFlow runs anything else in the process.
+        self.strategy = strategy_lib.get_strategy(opts.strategy or "", opts.tpu)
         try:
-            batch = next(iterator)
+            self.config = _resolve_config(self.config, opts.batch_size, opts.seed, opts.deterministic,
+                                          opts.train_file_pattern, opts.tfds_name)
+        except ConfigError as e:
+            raise TrainError(str(e)) from None
+        self.chief = strategy_lib.is_chief(self.strategy)
+        tc = self.config.train
+        self.precision = _precision(tc.mixed_precision)
+        self.global_batch = int(tc.batch_size)
+        replicas = self.strategy.num_replicas_in_sync
+        if self.global_batch < 1 or self.global_batch % replicas:
+            raise TrainError("the global batch size %d is not divisible by the %d replicas of the strategy"
+                             % (self.global_batch, replicas))
+        if opts.train_steps is not None and opts.train_steps < 1:
+            raise TrainError("train_steps must be >= 1, got %d" % opts.train_steps)
+        if opts.save_every < 1:
+            raise TrainError("save_every must be >= 1, got %d" % opts.save_every)
+        if opts.deterministic and opts.use_xla:
+            raise TrainError("--deterministic and --use_xla do not go together: XLA has no deterministic "
+                             "max-pool gradient")
+        if opts.eval_every and opts.eval_fn is None:
+            raise TrainError("eval_every needs an eval_fn")
+        if opts.seed is not None:
+            keras.utils.set_random_seed(int(opts.seed))
+        self._set_up_input()
+        checkpointing.check_model_dir(self.model_dir, self.config)
+        self._set_up_model()
+
+    def _set_up_input(self):
+        from efficientdet_tf.data.pipeline import InputPipeline
+
+        opts, tc = self.options, self.config.train
+        try:
+            self.pipeline = InputPipeline(self.config.data.training_file_pattern or None, self.config,
+                                          is_training=True, tfds_name=self.config.data.tfds_name or None,
+                                          batch_size=self.global_batch)
+        except ValueError as e:
+            raise TrainError("%s: give --train_file_pattern or --tfds_name" % e) from None
+        steps_per_epoch = int(tc.steps_per_epoch)
+        num_examples = _input_size(self.pipeline, need_count=not steps_per_epoch)
+        if not steps_per_epoch:
+            steps_per_epoch = num_examples // self.global_batch
+            if steps_per_epoch < 1:
+                raise TrainError("the training set holds %d pictures, fewer than one global batch of %d"
+                                 % (num_examples, self.global_batch))
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = (int(opts.train_steps) if opts.train_steps
+                            else int(round((opts.num_epochs or tc.num_epochs) * steps_per_epoch)))
+
+    def _set_up_model(self):
+        opts, tc = self.options, self.config.train
+        with self.strategy.scope():
+            self.model = build_training_model(self.config, self.precision)
+            self.trainable, self.frozen = _freeze_filter(self.model, opts.freeze)
+            self.pretrained = None
+            if opts.pretrained_ckpt and not tf.train.latest_checkpoint(self.model_dir):
+                from efficientdet_tf.checkpoints.loading import load_pretrained
+
+                # Before the optimizer exists, so that its EMA starts from the pretrained weights.
+                try:
+                    self.pretrained = load_pretrained(self.model, opts.pretrained_ckpt)
+                except CheckpointError as e:
+                    raise TrainError("--pretrained_ckpt: %s" % e) from None
+            schedule = schedules.build_schedule(tc, self.global_batch, self.steps_per_epoch, self.total_steps)
+            self.optimizer = build_optimizer(tc, schedule, self.precision)
+            self.optimizer.build(self.trainable)
+            self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="consumed_batches",
+                                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.checkpointer = checkpointing.Checkpointer(
+                self.model_dir, self.model, self.optimizer, self.data_position, opts.keep_checkpoints,
+                chief=self.chief, worker=strategy_lib.worker_id(self.strategy))
+
+    # ---- restore -------------------------------------------------------------------------------
+
+    def restore(self):
+        """Continues from the newest checkpoint of model_dir, if any; builds the input and the step."""
+        with self.strategy.scope():
+            self.resumed_from = self.checkpointer.restore_latest()
+        self.last_good = self.resumed_from
+        self.step = int(self.optimizer.iterations.numpy())
+        self.saved_step = self.step if self.resumed_from else None
+        self.consumed = int(self.data_position.numpy())
+        if self.chief:
+            checkpointing.write_config(self.model_dir, self.config)
+            self.best = checkpointing.read_best(self.model_dir) if self.resumed_from else None
+        if self.pretrained and self.chief:
+            skipped = self.pretrained["skipped"]
+            print("pretrained: loaded %d variables from %s; skipped %d%s" % (
+                self.pretrained["loaded"], self.pretrained["prefix"], len(skipped),
+                (": " + ", ".join(skipped)) if skipped and len(skipped) <= 8 else ""), flush=True)
+        if self.resumed_from and self.chief:
+            print("resuming from %s (step %d)" % (self.resumed_from, self.step), flush=True)
+        self._build_input()
+        self.train_step = build_train_step(
+            self.strategy, self.model, self.optimizer, self.trainable, factory.build_loss_fn(self.config),
+            float(self.config.loss.weight_decay), float(self.config.train.clip_gradients_norm),
+            self.precision, self.options.use_xla)
+
+    def _build_input(self):
+        pipeline, consumed = self.pipeline, self.consumed
+        if consumed and not self.config.data.deterministic and self.options.seed is not None:
+            # The global seed fixes tf.data's random ops: without a new one each restart would
+            # replay the start of the same input order.
+            tf.random.set_seed(int(self.options.seed) * 1000003 + consumed)
+
+        def dataset_fn(input_context):
+            dataset = pipeline(input_context)
+            # Deterministic input is a fixed sequence: resume exactly where the checkpoint stopped
+            # reading. (A random order needs no skipping: it would only cost time.)
+            skip = consumed * input_context.num_replicas_in_sync // input_context.num_input_pipelines
+            return dataset.skip(skip) if skip and self.config.data.deterministic else dataset
+
+        self.iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+
+    # ---- run -----------------------------------------------------------------------------------
+
+    def run_steps(self):
+        """Trains up to total_steps: a step per batch, summaries, checkpoints and evaluations."""
+        opts = self.options
+        self.writer = SummaryWriter(os.path.join(self.model_dir, "train"), self.config, enabled=self.chief)
+        # Off a terminal (CI logs, nohup) the bar prints a line per update: every 15 s is enough there.
+        bar = keras.utils.Progbar(self.total_steps, stateful_metrics=list(LOSS_KEYS) + ["lr", "pics/s"],
+                                  unit_name="step", interval=0.05 if sys.stdout.isatty() else 15.0
+                                  ) if opts.progress and self.chief else None
+        rate_window, first_step = [], True
+        self.lr = float(self.optimizer.learning_rate.numpy())
+        while self.step < self.total_steps:
+            start = time.perf_counter()
+            batch = self._next_batch()
+            out = self.train_step(batch)
+            self.values = {k: float(v.numpy()) for k, v in out.items()}
+            self.consumed += 1
+            lr_used, previous = self.lr, self.step
+            self.step = int(self.optimizer.iterations.numpy())
+            self.lr = float(self.optimizer.learning_rate.numpy())
+            self._check_finite(lr_used)
+            elapsed = time.perf_counter() - start
+            if not first_step:  # the first step of a run traces the graph
+                self.steady_times.append(elapsed)
+                rate_window = (rate_window + [elapsed])[-20:]
+            first_step = False
+            if self.step == previous:
+                # float16: the loss scaler skipped this batch (overflow); no new step to report or save.
+                continue
+            self.history.append((self.step, self.values["det_loss"], self.values["total_loss"]))
+            pictures = self.global_batch * len(rate_window) / sum(rate_window) if rate_window else 0.0
+            checkpointing.kill_point("step", self.step)
+            if bar is not None:
+                bar.update(self.step, values=[(k, self.values[k]) for k in ("cls_loss", "box_loss", "total_loss")]
+                           + [("lr", lr_used), ("pics/s", pictures)])
+            self._summaries(batch, lr_used, pictures)
+            if self.step % opts.save_every == 0 or self.step == self.total_steps:
+                self.save()
+            if opts.eval_every and self.step % opts.eval_every == 0:
+                self.evaluate()
+        if self.saved_step != self.step and self.step > 0:
+            self.save()
+        self.writer.flush()
+
+    def _next_batch(self):
+        try:
+            return next(self.iterator)
         except (StopIteration, tf.errors.OutOfRangeError):
-            raise TrainError("the training input ended at step %d" % step) from None
+            raise TrainError("the training input ended at step %d" % self.step) from None
         except tf.errors.InvalidArgumentError as e:
             raise TrainError("bad training data: %s" % _data_error(e)) from None
-        out = train_step(batch)
-        values = {k: float(v.numpy()) for k, v in out.items()}
-        consumed += 1
-        lr_used = lr
-        step = int(optimizer.iterations.numpy())
-        lr = float(optimizer.learning_rate.numpy())
-        history.append((step, values["det_loss"], values["total_loss"]))
-        if not all(math.isfinite(v) for v in values.values()):
+
+    def _check_finite(self, lr_used):
+        if not all(math.isfinite(v) for v in self.values.values()):
             raise NonFiniteLossError(
                 "loss is not finite at step %d: %s, learning rate %.6g; last good checkpoint: %s "
                 "(nothing after it was saved). Lower train.learning_rate, check the data with "
                 "inspect_tfrecord, or keep train.clip_gradients_norm > 0." % (
-                    step, _format_losses(values), lr_used, last_good or "none"))
-        elapsed = time.perf_counter() - start
-        if not first_step:  # the first step of a run traces the graph
-            steady_times.append(elapsed)
-            rate_window = (rate_window + [elapsed])[-20:]
-        first_step = False
-        pictures = global_batch * len(rate_window) / sum(rate_window) if rate_window else 0.0
-        checkpointing.kill_point("step", step)
-        if bar is not None:
-            bar.update(step, values=[(k, values[k]) for k in ("cls_loss", "box_loss", "total_loss")]
-                       + [("lr", lr_used), ("pics/s", pictures)])
-        if chief and (step % summary_every == 0 or step == total_steps or step == 1):
-            writer.scalars(step, dict(values, learning_rate=lr_used, pictures_per_second=pictures))
-        if chief and step == 1 or (chief and step % (summary_every * 10) == 0):
+                    self.step, _format_losses(self.values), lr_used, self.last_good or "none"))
+
+    def _summaries(self, batch, lr_used, pictures):
+        if not self.chief:
+            return
+        every = self.options.summary_every
+        if self.step % every == 0 or self.step == self.total_steps or self.step == 1:
+            self.writer.scalars(self.step, dict(self.values, learning_rate=lr_used, pictures_per_second=pictures))
+        if self.step == 1 or self.step % (every * 10) == 0:
             images, labels = batch
-            local_images = strategy.experimental_local_results(images)[0]
-            local_labels = {k: strategy.experimental_local_results(v)[0] for k, v in labels.items()
-                            if k == "boxes"}
-            writer.pictures(step, local_images.numpy(), {"boxes": local_labels["boxes"].numpy()})
-        if step % save_every == 0 or step == total_steps:
-            save(step)
-        if eval_every and step % eval_every == 0:
-            if saved_step != step:
-                save(step)
-            if chief:
-                metrics = dict(eval_fn(model_dir, step))
-                evaluations.append((step, metrics))
-                if "AP" not in metrics:
-                    raise TrainError("eval_fn returned no 'AP' (keys: %s)" % ", ".join(sorted(metrics)))
-                writer.scalars(step, {"eval/" + k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-                if best is None or metrics["AP"] > best["AP"]:
-                    path = ckpt.save_best(last_good, step, metrics)
-                    best = {"step": step, "AP": float(metrics["AP"]), "checkpoint": path}
-    if saved_step != step and step > 0:
-        save(step)
-    writer.flush()
-    rate = global_batch * len(steady_times) / sum(steady_times) if steady_times else float("nan")
-    return {"step": step, "losses": values, "learning_rate": lr, "pictures_per_second": rate,
-            "checkpoint": last_good, "model_dir": model_dir, "resumed_from": resumed_from,
-            "pretrained": pretrained, "frozen": frozen, "evaluations": evaluations, "best": best,
-            "history": history}
+            local_images = self.strategy.experimental_local_results(images)[0]
+            local_boxes = self.strategy.experimental_local_results(labels["boxes"])[0]
+            self.writer.pictures(self.step, local_images.numpy(), {"boxes": local_boxes.numpy()})
+
+    def save(self):
+        """Writes ckpt-<step> (every worker takes part; the chief's lands in model_dir)."""
+        self.data_position.assign(self.consumed)
+        path = self.checkpointer.save(self.step)
+        self.saved_step = self.step
+        if self.chief:
+            self.last_good = path
+        return path
+
+    def evaluate(self):
+        """Runs eval_fn on the checkpoint of this step (chief); keeps the best one in best/."""
+        if self.saved_step != self.step:
+            self.save()
+        if not self.chief:
+            return
+        metrics = dict(self.options.eval_fn(self.model_dir, self.step))
+        self.evaluations.append((self.step, metrics))
+        if "AP" not in metrics:
+            raise TrainError("eval_fn returned no 'AP' (keys: %s)" % ", ".join(sorted(metrics)))
+        self.writer.scalars(self.step, {"eval/" + k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if self.best is None or metrics["AP"] > self.best["AP"]:
+            path = self.checkpointer.save_best(self.last_good, self.step, metrics)
+            self.best = {"step": self.step, "AP": float(metrics["AP"]), "checkpoint": path}
+
+    # ---- finish --------------------------------------------------------------------------------
+
+    def finish(self):
+        """The summary dict that `train` returns."""
+        times = self.steady_times
+        rate = self.global_batch * len(times) / sum(times) if times else float("nan")
+        return {"step": self.step, "losses": self.values, "learning_rate": self.lr, "pictures_per_second": rate,
+                "checkpoint": self.last_good, "model_dir": self.model_dir, "resumed_from": self.resumed_from,
+                "pretrained": self.pretrained, "frozen": self.frozen, "evaluations": self.evaluations,
+                "best": self.best, "history": self.history}

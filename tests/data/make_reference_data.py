@@ -56,15 +56,15 @@ def main(source):
         if name.endswith(EMA_SUFFIX):
             ema[name[: -len(EMA_SUFFIX)]] = value
         elif value.dtype == np.float32:
-            raw[name] = value.astype(np.float16)
+            raw[name] = value
         else:
             ema[name] = value  # global_step: stored once, as it is
     np.savez_compressed(os.path.join(target, "checkpoint_ema.npz"), **ema)
-    np.savez_compressed(os.path.join(target, "checkpoint_raw_fp16.npz"), **raw)
+    np.savez_compressed(os.path.join(target, "checkpoint_raw.npz"), **raw)
 
     np.savez_compressed(os.path.join(target, "reference_outputs.npz"),
                         **compact_outputs(os.path.join(source, "reference_outputs.npz"), ema))
-    for name in ("reference_meta.json", "training_reference.npz"):
+    for name in ("reference_meta.json", "training_reference.npz", "training_step_reference.npz"):
         shutil.copy(os.path.join(source, name), os.path.join(target, name))
     total = sum(os.path.getsize(os.path.join(target, f)) for f in os.listdir(target))
     print("wrote %s: %.1f MB" % (target, total / 1e6))
