@@ -53,7 +53,8 @@ def build_target_assigner(config, image_size=None):
     from efficientdet_tf.ops.target_assigner import TargetAssigner
 
     return TargetAssigner(image_size or config.image_size, matched_threshold=config.loss.matched_threshold,
-                          unmatched_threshold=config.loss.unmatched_threshold, **anchor_args(config))
+                          unmatched_threshold=config.loss.unmatched_threshold,
+                          crowd_anchors=config.loss.crowd_anchors, **anchor_args(config))
 
 
 def loss_args(config):
@@ -69,6 +70,25 @@ def build_loss_fn(config):
     from efficientdet_tf import losses
 
     return functools.partial(losses.detection_loss, **loss_args(config))
+
+
+# The post-processing of the official evaluation (google/automl tf2/eval.py): per-class Gaussian
+# soft-NMS over the 5000 best (anchor, class) pairs, 100 detections per picture.
+OFFICIAL_EVAL_NMS = {"mode": "per_class", "method": "gaussian", "score_threshold": 0.001, "sigma": 0.5,
+                     "max_detections": 100, "max_nms_inputs": 5000}
+EVAL_NMS_PRESETS = ("official", "config")
+
+
+def evaluation_config(config, preset=None):
+    """The config whose `nms` section evaluation runs, by `preset` (default `eval.nms_preset`):
+    'official' (the default: `OFFICIAL_EVAL_NMS`, so AP compares with the published numbers) or
+    'config' (the `nms` section as it is, i.e. what an exported model serves)."""
+    preset = preset or config.eval.nms_preset
+    if preset not in EVAL_NMS_PRESETS:
+        raise ValueError("eval.nms_preset must be one of %s, got %r" % (", ".join(EVAL_NMS_PRESETS), preset))
+    if preset == "config":
+        return config
+    return config.replace({"nms." + k: v for k, v in OFFICIAL_EVAL_NMS.items()})
 
 
 def nms_args(config):

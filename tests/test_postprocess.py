@@ -162,3 +162,59 @@ def test_best_class_reductions_agree_ties_included():
     np.testing.assert_array_equal(a[1], want.argmax(-1))
     with pytest.raises(ValueError, match="reduction"):
         postprocess.best_class(levels, 4, "sort")
+
+
+def _one_object_everywhere(config, batch=1):
+    """Every anchor predicts class channel 1 with the same box (zero deltas against a fixed box)."""
+    anchors = np.asarray(build_anchors(config), np.float32)
+    target = np.array([30.0, 40.0, 90.0, 100.0], np.float32)
+    deltas = np.asarray(box_coder.encode(np.broadcast_to(target, anchors.shape), anchors), np.float32)
+    classes, boxes, start = [], [], 0
+    for h, w in feature_sizes(config.image_size, config.min_level, config.max_level).values():
+        count = h * w * 9
+        logits = np.full((batch, h, w, 9, NUM_CLASSES), -8.0, np.float32)
+        logits[..., 1] = np.linspace(2.0, 3.0, count, dtype=np.float32).reshape(h, w, 9)
+        classes.append(tf.constant(logits.reshape(batch, h, w, -1)))
+        level = deltas[start:start + count].reshape(1, h, w, 36)
+        boxes.append(tf.constant(np.repeat(level, batch, axis=0)))
+        start += count
+    return classes, boxes
+
+
+def test_combined_mode_suppresses_duplicates_with_the_default_method():
+    # Gaussian is the default method; combined NMS has no soft-NMS and must still suppress at the
+    # configured IoU (it used to get the soft-NMS IoU threshold of 1 and kept 100 copies of one box).
+    config = _config(mode="combined")
+    assert config.nms.method == "gaussian"
+    cls, box = _one_object_everywhere(config)
+    out = build_postprocess_fn(config)(cls, box)
+    assert int(out["num_detections"][0]) == 1
+    np.testing.assert_allclose(out["detection_boxes"][0, 0], [30, 40, 90, 100], atol=1e-3)
+    assert int(out["detection_classes"][0, 0]) == 2
+
+
+def test_max_nms_inputs_keeps_anchor_class_pairs_as_the_official():
+    # One anchor confident in two classes: the official top-k keeps both pairs, so per-class NMS
+    # returns the same box once per class.
+    config = _config(mode="per_class", max_nms_inputs=2)
+    cls, box = _one_object_everywhere(config)
+    first = cls[0].numpy().reshape(1, -1, NUM_CLASSES)
+    first[0, 0, 1], first[0, 0, 3] = 9.0, 8.0
+    cls[0] = tf.constant(first.reshape(cls[0].shape))
+    out = build_postprocess_fn(config)(cls, box)
+    assert int(out["num_detections"][0]) == 2
+    assert sorted(out["detection_classes"][0, :2].numpy().tolist()) == [2, 4]
+    np.testing.assert_allclose(out["detection_scores"][0, :2], 1 / (1 + np.exp(-np.array([9.0, 8.0]))), rtol=1e-6)
+
+
+def test_evaluation_runs_the_official_post_processing_by_default():
+    from efficientdet_tf.factory import OFFICIAL_EVAL_NMS, evaluation_config
+
+    config = get_config("efficientdet-d0")
+    assert config.eval.nms_preset == "official" and config.nms.mode == "global"
+    evaluated = evaluation_config(config)
+    assert {k: evaluated.nms[k] for k in OFFICIAL_EVAL_NMS} == OFFICIAL_EVAL_NMS
+    assert evaluated.nms.mode == "per_class" and evaluated.nms.max_nms_inputs == 5000
+    assert evaluation_config(config, "config").nms.as_dict() == config.nms.as_dict()
+    with pytest.raises(ValueError, match="nms_preset"):
+        evaluation_config(config, "fast")

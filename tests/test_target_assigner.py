@@ -82,10 +82,26 @@ def test_empty_and_padding_give_all_negative(config):
         assert out["num_positives"].numpy() == 0
 
 
-def test_crowd_is_ignored_not_positive(config):
+def test_crowd_box_is_dropped_as_the_official_by_default(config):
+    # One box plus one crowd box: the crowd box's anchors train as background (the official
+    # skip_crowd_during_training), and the ordinary box is labelled as if it were alone.
+    boxes = np.array([[36, 36, 60, 60], [4, 12, 20, 28]], np.float32)  # the crowd box equals P3 anchor (1, 2)
+    both = build_target_assigner(config).assign(boxes, [1, 2], is_crowd=[0, 1])
+    alone = build_target_assigner(config).assign(boxes[:1], [1])
+    cls, box = _flat(both, config)
+    cls_alone, box_alone = _flat(alone, config)
+    assert not np.any(cls == IGNORE)
+    np.testing.assert_array_equal(cls, cls_alone)
+    np.testing.assert_array_equal(box, box_alone)
+    assert both["num_positives"].numpy() == alone["num_positives"].numpy() > 0
+
+
+def test_crowd_anchors_ignore_keeps_them_out_of_the_loss(config):
     crowd_box = np.array([[4, 12, 20, 28]], np.float32)  # equals P3 anchor (1, 2)
-    out = build_target_assigner(config).assign(crowd_box, [1], is_crowd=[1])
+    out = build_target_assigner(config.replace({"loss.crowd_anchors": "ignore"})).assign(crowd_box, [1], is_crowd=[1])
     cls, _ = _flat(out, config)
     assert out["num_positives"].numpy() == 0
     assert cls[1 * 8 + 2] == IGNORE
     assert set(np.unique(cls)) == {IGNORE, NEGATIVE}
+    with pytest.raises(ValueError, match="crowd_anchors"):
+        build_target_assigner(config.replace({"loss.crowd_anchors": "skip"}))

@@ -248,7 +248,9 @@ def test_box_outside_the_picture_is_clipped_and_counted(tmp_path):
     np.testing.assert_allclose(record["boxes"], [[10 / 48, 0, 30 / 48, 15 / 64],
                                                  [40 / 48, 50 / 64, 1, 1],
                                                  [2 / 48, 1 / 64, 6 / 48, 4 / 64]], atol=1e-6)
-    np.testing.assert_allclose(record["area"], [15 * 20, 14 * 8, 7])  # clipped boxes: box area
+    # COCO's area is the object's: clipping the box keeps it (as the official converter); only a
+    # missing area comes from the kept box.
+    np.testing.assert_allclose(record["area"], [400, 14 * 8, 7])
 
 
 def test_empty_and_outside_boxes_are_skipped_and_counted(tmp_path):
@@ -405,3 +407,110 @@ def test_inspect_cli_reports_truncated_file(shapes, tmp_path):
     assert "label map: %s" % label_maps.label_map_path(str(tmp_path / "val")) in result.stdout
     assert "records: 2" in result.stdout
     assert "%s [2]: corrupt TFRecord data" % paths[0] in result.stdout
+
+
+# ---------------------------------------------------------------- picture modes, EXIF, ids
+
+def _coco_of(tmp_path, files, annotations=(), categories=((1, "a"),), sizes=None):
+    images = []
+    for i, name in enumerate(files):
+        entry = {"id": i + 1, "file_name": name}
+        if sizes:
+            entry.update(width=sizes[i][0], height=sizes[i][1])
+        images.append(entry)
+    dataset = {"images": images, "annotations": [dict(a, id=k + 1) for k, a in enumerate(annotations)],
+               "categories": [{"id": i, "name": n} for i, n in categories]}
+    json_path = tmp_path / "d.json"
+    json_path.write_text(json.dumps(dataset))
+    return str(json_path)
+
+
+def test_16_bit_grayscale_is_scaled_as_tensorflow_does(tmp_path):
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    ramp = (np.arange(40 * 30, dtype=np.int64) * 65535 // (40 * 30 - 1)).astype(np.uint16).reshape(30, 40)
+    Image.fromarray(ramp).save(str(image_dir / "deep.png"))
+    paths, report = create_coco_tfrecord(str(image_dir), _coco_of(tmp_path, ["deep.png"]), str(tmp_path / "r"))
+    assert report.counts["image_converted"] == 1
+    got = tf.io.decode_jpeg(read_records(paths)["1"]["encoded"]).numpy()[..., 0].astype(int)
+    want = tf.io.decode_png((image_dir / "deep.png").read_bytes(), dtype=tf.uint8).numpy()[..., 0].astype(int)
+    assert want.max() == 255 and want.mean() > 100  # a ramp, not a white page
+    assert np.abs(got - want).max() <= 8  # JPEG loss only (clipping gave 255 almost everywhere)
+
+
+def _rotated_jpeg(path, orientation=6):
+    """A smooth 40x30 picture (JPEG keeps it close) stored with an EXIF orientation."""
+    rows, cols = np.mgrid[0:30, 0:40]
+    pixels = np.stack([rows * 8, cols * 6, 255 - rows * 4], -1).astype(np.uint8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, format="JPEG", quality=98, exif=exif)
+
+
+def test_exif_rotated_jpeg_is_rotated_to_what_viewers_show(tmp_path):
+    from PIL import ImageOps
+
+    image_dir = tmp_path / "images"
+    _rotated_jpeg(str(image_dir / "r.jpg"))  # stored 40x30, shown 30x40
+    anns = [{"image_id": 1, "category_id": 1, "bbox": [2, 20, 10, 15]}]  # drawn on the shown picture
+    paths, report = create_coco_tfrecord(str(image_dir), _coco_of(tmp_path, ["r.jpg"], anns, sizes=[(30, 40)]),
+                                         str(tmp_path / "r"))
+    assert report.counts["image_exif_rotated"] == 1 and not report.counts["image_size_mismatch"]
+    record = read_records(paths)["1"]
+    assert (record["width"], record["height"]) == (30, 40)
+    with Image.open(str(image_dir / "r.jpg")) as original:
+        shown = np.asarray(ImageOps.exif_transpose(original)).astype(int)
+    assert np.abs(tf.io.decode_jpeg(record["encoded"]).numpy().astype(int) - shown).mean() < 4
+    np.testing.assert_allclose(record["boxes"], [[20 / 40, 2 / 30, 35 / 40, 12 / 30]], atol=1e-6)
+
+
+def test_exif_rotation_annotated_on_the_stored_picture_is_kept_and_noted(tmp_path):
+    image_dir = tmp_path / "images"
+    _rotated_jpeg(str(image_dir / "r.jpg"))
+    paths, report = create_coco_tfrecord(str(image_dir), _coco_of(tmp_path, ["r.jpg"], sizes=[(40, 30)]),
+                                         str(tmp_path / "r"))
+    assert report.counts["image_exif_ignored"] == 1 and not report.counts["image_exif_rotated"]
+    assert "orientation 6" in report.summary()
+    record = read_records(paths)["1"]
+    assert (record["width"], record["height"]) == (40, 30)
+    assert record["encoded"] == (image_dir / "r.jpg").read_bytes()
+
+
+def test_transparent_pixels_are_white_in_records_and_in_serving(tmp_path):
+    from efficientdet_tf.data.pictures import load_rgb
+    from efficientdet_tf.ops.image_decoding import decode_image
+
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, 20:, 3] = 255  # left half transparent (stored black-red), right half opaque
+    rgba[10:20, :, 3] = 100
+    Image.fromarray(rgba, "RGBA").save(str(image_dir / "t.png"))
+    paths, _ = create_coco_tfrecord(str(image_dir), _coco_of(tmp_path, ["t.png"]), str(tmp_path / "r"))
+    trained = tf.io.decode_jpeg(read_records(paths)["1"]["encoded"]).numpy().astype(int)
+    served = decode_image((image_dir / "t.png").read_bytes()).numpy().astype(int)
+    inferred = load_rgb(str(image_dir / "t.png")).astype(int)
+    assert served[0, 0].tolist() == [255, 255, 255] and served[0, 30].tolist() == [200, 0, 0]
+    np.testing.assert_array_equal(inferred, served)
+    assert np.abs(trained - served).mean() < 8  # JPEG loss at the sharp edges only (white vs black: ~100)
+    assert trained[2, 2].min() > 245
+
+
+def test_category_id_zero_is_shifted_and_reported(tmp_path):
+    image_dir = tmp_path / "images"
+    write_picture(str(image_dir / "0.jpg"), 64, 48, seed=0)
+    anns = [{"image_id": 1, "category_id": 0, "bbox": [1, 2, 10, 10]},
+            {"image_id": 1, "category_id": 1, "bbox": [20, 2, 10, 10]}]
+    json_path = _coco_of(tmp_path, ["0.jpg"], anns, categories=((0, "person"), (1, "car")))
+    gt = str(tmp_path / "gt.json")
+    paths, report = create_coco_tfrecord(str(image_dir), json_path, str(tmp_path / "r"), gt_json_file=gt)
+    assert report.counts["category_id_zero"] == 1 and report.has_issues()
+    assert "person: 0 -> 1" in report.summary()
+    record = read_records(paths)["1"]
+    assert record["labels"] == [1, 2] and record["texts"] == ["person", "car"]
+    assert label_maps.load_label_map(label_maps.label_map_path(str(tmp_path / "r"))) == {1: "person", 2: "car"}
+    cleaned = json.load(open(gt))
+    assert sorted(c["id"] for c in cleaned["categories"]) == [1, 2]
+    assert sorted(a["category_id"] for a in cleaned["annotations"]) == [1, 2]

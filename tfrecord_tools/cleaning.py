@@ -4,26 +4,39 @@ import io
 import math
 import os
 
-from PIL import Image
+from PIL import Image, ImageOps
+
+from efficientdet_tf.data.pictures import displayed_size, exif_orientation, to_rgb
 
 JPEG_QUALITY = 95
+_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_image_size(path):
-    """Returns (width, height) from the picture's header, or None when it cannot be read."""
+    """Returns (width, height) as viewers show the picture (EXIF orientation applied), or None
+    when it cannot be read."""
     try:
         with Image.open(path) as image:
-            return image.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return displayed_size(image)
+    except _READ_ERRORS:
         return None
 
 
-def load_image_as_jpeg(path, report):
+def load_image_as_jpeg(path, report, annotated_size=None):
     """Reads a picture and returns (jpeg_bytes, width, height), or None when it must be skipped.
 
-    RGB JPEG files are kept byte for byte; anything else (grayscale, CMYK, palette, RGBA, PNG, ...)
-    is converted to an RGB JPEG and counted as `image_converted`. A missing or unreadable file is
-    counted (`image_missing_skipped` / `image_unreadable_skipped`) and gives None.
+    RGB JPEG files without an EXIF rotation are kept byte for byte. Anything else is converted to
+    an RGB JPEG by `efficientdet_tf.data.pictures.to_rgb` (16-bit grayscale scaled as TensorFlow
+    does, transparency on white, CMYK/palette through Pillow) and counted as `image_converted`.
+
+    EXIF orientation: TensorFlow's decoder ignores it, so a rotated JPEG kept as it is would be
+    trained on sideways. The pixels are rotated to the displayed orientation (counted as
+    `image_exif_rotated`) unless `annotated_size` ((width, height) from the annotation file) is
+    the stored picture's size and not the displayed one: then the boxes were drawn on the stored
+    pixels, which are kept (counted as `image_exif_ignored`).
+
+    A missing or unreadable file is counted (`image_missing_skipped` / `image_unreadable_skipped`)
+    and gives None.
     """
     name = os.path.basename(path)
     if not os.path.isfile(path):
@@ -32,27 +45,30 @@ def load_image_as_jpeg(path, report):
     try:
         with Image.open(path) as image:
             image.load()  # decode fully: a truncated file must fail here, not in training
+            orientation = exif_orientation(image)
+            if orientation != 1:
+                stored, shown = image.size, displayed_size(image)
+                if annotated_size and tuple(annotated_size) == stored and shown != stored:
+                    report.add("image_exif_ignored", "%s (orientation %d; annotated as stored, %dx%d)"
+                               % (name, orientation, stored[0], stored[1]))
+                else:
+                    report.add("image_exif_rotated", "%s (orientation %d)" % (name, orientation))
+                    rotated = ImageOps.exif_transpose(image)
+                    return _to_rgb_jpeg(rotated), rotated.width, rotated.height
             if image.format == "JPEG" and image.mode == "RGB":
                 with open(path, "rb") as f:
                     return f.read(), image.width, image.height
             report.add("image_converted", "%s (%s %s)" % (name, image.format, image.mode))
             return _to_rgb_jpeg(image), image.width, image.height
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except _READ_ERRORS as error:
         report.add("image_unreadable_skipped", "%s (%s)" % (path, error))
         return None
 
 
 def _to_rgb_jpeg(image):
     """Encodes a decoded picture of any mode as an RGB JPEG."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels hold arbitrary colours; show them on white as image viewers do.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(background, rgba).convert("RGB")
-    else:
-        rgb = image.convert("RGB")
     buffer = io.BytesIO()
-    rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    to_rgb(image).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 

@@ -42,12 +42,13 @@ def _convert_image(image, annotations, categories, image_dir):
     """
     report = ConversionReport()
     file_name = image["file_name"]
-    loaded = cleaning.load_image_as_jpeg(os.path.join(image_dir, file_name), report)
+    annotated = (image["width"], image["height"]) if image.get("width") and image.get("height") else None
+    loaded = cleaning.load_image_as_jpeg(os.path.join(image_dir, file_name), report, annotated)
     if loaded is None:
         report.add("boxes_of_skipped_images", file_name, count=len(annotations))
         return None, None, [], report
     jpeg, width, height = loaded
-    if image.get("width") and (image["width"], image["height"]) != (width, height):
+    if annotated and annotated != (width, height):
         report.add("image_size_mismatch", "%s: annotated %sx%s, real %dx%d" % (
             file_name, image["width"], image["height"], width, height))
     kept = []
@@ -59,8 +60,9 @@ def _convert_image(image, annotations, categories, image_dir):
         box = cleaning.clean_box(ann.get("bbox"), width, height, report, where)
         if box is None:
             continue
-        unchanged = box == [float(v) for v in ann["bbox"]]
-        area = float(ann["area"]) if unchanged and "area" in ann else box[2] * box[3]
+        # COCO's area is the object's (segment) area, which clipping its box does not change; the
+        # official converter keeps it too. Only a missing area is computed, from the kept box.
+        area = float(ann["area"]) if ann.get("area") is not None else box[2] * box[3]
         kept.append(dict(ann, bbox=box, area=area, iscrowd=int(ann.get("iscrowd", 0))))
     if not kept:
         report.add("negative_image", file_name)
@@ -72,13 +74,31 @@ def _convert_image(image, annotations, categories, image_dir):
     return example.SerializeToString(), dict(image, width=width, height=height), kept, report
 
 
+def _shift_zero_category(dataset, report):
+    """A dataset whose category ids include 0 (exported datasets often do) with every id + 1.
+
+    Id 0 is padding in the records and evaluation refuses it, so the records, the label map and
+    the cleaned ground truth (`--gt_json_file`, evaluate with that one) all carry the shifted ids.
+    """
+    categories = dataset.get("categories", [])
+    if not any(c.get("id") == 0 for c in categories):
+        return dataset
+    shifted = [dict(c, id=c["id"] + 1) if isinstance(c.get("id"), int) else c for c in categories]
+    annotations = [dict(a, category_id=a["category_id"] + 1) if isinstance(a.get("category_id"), int) else a
+                   for a in dataset.get("annotations", [])]
+    names = ", ".join("%s: %d -> %d" % (c.get("name"), c["id"], c["id"] + 1) for c in categories[:3])
+    report.add("category_id_zero", "%d categories (%s%s)" % (len(categories), names, ", ..." if len(categories) > 3 else ""))
+    return dict(dataset, categories=shifted, annotations=annotations)
+
+
 def convert_dataset(dataset, image_dir, output_prefix, num_shards=1, num_workers=1, report=None):
     """Converts a COCO-format dict to TFRecord shards and writes the label map beside them.
 
     Args:
       dataset: {'images': [{'id', 'file_name', 'width'?, 'height'?}], 'annotations': [{'id',
         'image_id', 'category_id', 'bbox': [x, y, w, h] pixels, 'area'?, 'iscrowd'?}],
-        'categories': [{'id', 'name'}]}. Category ids are kept as labels.
+        'categories': [{'id', 'name'}]}. Category ids are kept as labels (all shifted by +1 when
+        one of them is 0, which is padding; the report says so).
       image_dir: folder that `file_name` is relative to.
       output_prefix: shard path prefix.
       num_shards, num_workers: see `example_writer`.
@@ -89,6 +109,7 @@ def convert_dataset(dataset, image_dir, output_prefix, num_shards=1, num_workers
       sizes and clipped boxes: the ground truth that matches the records).
     """
     report = report if report is not None else ConversionReport()
+    dataset = _shift_zero_category(dataset, report)
     categories = {c["id"]: c["name"] for c in dataset.get("categories", [])}
     tasks, seen = [], set()
     for index, image in enumerate(dataset["images"]):

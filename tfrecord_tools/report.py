@@ -18,11 +18,15 @@ ISSUES = {
     "label_line_malformed_skipped": "malformed label lines skipped",
     "image_converted": "pictures converted to RGB JPEG",
     "image_size_mismatch": "pictures whose real size differs from the annotation (real size used)",
+    "image_exif_rotated": "pictures rotated by their EXIF orientation (boxes taken as drawn on the rotated picture)",
+    "category_id_zero": "category id 0 is padding: every category id shifted by +1 in the records, label map and "
+                        "ground-truth JSON (evaluate with --gt_json_file's output)",
 }
 # Kinds that are reported but are not a change of the data the user asked for.
 NOTES = {
     "negative_image": "pictures without boxes kept as negatives",
     "difficult_skipped": "difficult objects left out (--ignore_difficult)",
+    "image_exif_ignored": "pictures with an EXIF rotation kept as stored (the annotation gives the stored size)",
 }
 
 _EXAMPLES_PER_KIND = 10

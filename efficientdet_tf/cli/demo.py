@@ -81,8 +81,8 @@ def main(argv):
         raise common.UsageError("--num_train and --num_val must be at least 1")
 
     import numpy as np
-    from PIL import Image
 
+    from efficientdet_tf.data.pictures import load_rgb
     from efficientdet_tf.checkpoints.loading import load_weights
     from efficientdet_tf.data.label_map import label_map_path, load_label_map
     from efficientdet_tf.eval import coco_metrics
@@ -173,7 +173,7 @@ def main(argv):
     min_score = float(config.eval.min_score_drawn)
     found = 0
     for name in pictures[:16]:
-        image = np.asarray(Image.open(os.path.join(val_dir, name)).convert("RGB"))
+        image = load_rgb(os.path.join(val_dir, name))
         got = {k: v.numpy()[0] for k, v in serving(images=tf.constant(image[None])).items()}
         found += int(np.sum(got["detection_scores"][: int(got["num_detections"])] >= min_score))
         draw_detections(image, got, label_map, min_score=min_score).save(os.path.join(det_dir, name), quality=92)

@@ -47,8 +47,8 @@ def main(argv):
         raise common.UsageError("give exactly one of --saved_model_dir and --checkpoint")
     files = _inputs(FLAGS.input)
     import numpy as np
-    from PIL import Image
 
+    from efficientdet_tf.data.pictures import load_rgb
     from efficientdet_tf.eval.coco_format import coco_results
     from efficientdet_tf.visualize import draw_detections
     label_map = {}
@@ -66,7 +66,7 @@ def main(argv):
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     results = []
     for path in files:
-        image = np.asarray(Image.open(path).convert("RGB"))
+        image = load_rgb(path)
         detections = detect(image)
         stem = os.path.splitext(os.path.basename(path))[0]
         results += coco_results(int(stem) if stem.isdigit() else stem, detections)

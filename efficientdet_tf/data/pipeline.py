@@ -247,6 +247,16 @@ class InputPipeline:
 
     # ---- assembly ------------------------------------------------------------------------------
 
+    def pipeline_seed(self, input_context=None):
+        """The seed of this input pipeline's shuffling and augmentation draws (None: random).
+
+        Each input pipeline (worker) gets its own fixed sequence; the same seed everywhere would
+        give every worker the same augmentation draws. The first pipeline keeps `data.seed`.
+        """
+        if self.seed is None or not input_context or not input_context.input_pipeline_id:
+            return self.seed
+        return self.seed + 1000003 * input_context.input_pipeline_id
+
     def __call__(self, input_context=None):
         """Builds the dataset (per-replica batches when an input context is given)."""
         batch_size = self.batch_size
@@ -256,11 +266,7 @@ class InputPipeline:
             dataset = self._tfds_records(input_context)
         else:
             dataset = self._file_records(input_context)
-        seed = self.seed
-        if seed is not None and input_context and input_context.input_pipeline_id:
-            # Each worker its own (still fixed) sequence: the same seed everywhere would give every
-            # worker the same augmentation draws.
-            seed += 1000003 * input_context.input_pipeline_id
+        seed = self.pipeline_seed(input_context)
         if self.is_training:
             dataset = dataset.shuffle(self.config.data.shuffle_buffer, seed=seed)
         # One stateless seed pair per picture makes augmentation reproducible in deterministic mode.

@@ -268,7 +268,11 @@ class Evaluator:
         from efficientdet_tf.data.pipeline import InputPipeline
         from efficientdet_tf.inference import detect_normalised
 
-        model, config = source.model, source.config
+        model = source.model
+        try:
+            config = factory.evaluation_config(source.config, self.config.eval.nms_preset)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
         key = id(model)
         if key not in self._detect_fns:
             self._detect_fns = {key: tf.function(lambda images, scales: detect_normalised(model, config, images, scales))}

@@ -112,15 +112,32 @@ def _per_class_nms(boxes, scores, classes, max_out, params, num_classes):
             tf.where(keep, top // max_out + 1, 0), total)
 
 
-def _combined_nms(boxes, logits, max_out, params):
-    iou, score_threshold, _ = params
+def _combined_nms(boxes, logits, max_out, iou_threshold, score_threshold):
+    """tf.image.combined_non_max_suppression: hard NMS inside each class at `iou_threshold`.
+
+    It has no soft-NMS: Gaussian settings (IoU threshold 1, which would suppress nothing) do not
+    apply, and the configured IoU threshold always does, as in the official combined mode.
+    """
     out = tf.image.combined_non_max_suppression(
         boxes[:, :, None, :], tf.sigmoid(logits), max_output_size_per_class=max_out,
-        max_total_size=max_out, iou_threshold=iou, score_threshold=score_threshold,
+        max_total_size=max_out, iou_threshold=float(iou_threshold), score_threshold=float(score_threshold),
         clip_boxes=False)
     keep = tf.range(max_out)[None, :] < out.valid_detections[:, None]
     classes = tf.where(keep, tf.cast(out.nmsed_classes, tf.int32) + 1, 0)
     return out.nmsed_boxes, out.nmsed_scores, classes, out.valid_detections
+
+
+def top_class_pairs(class_outputs, num_classes, k):
+    """The `k` best (anchor, class) pairs by logit: (logits [B, k], anchor index [B, k], channel [B, k]).
+
+    As the official pre-NMS top-k (`topk_class_boxes`): one anchor may enter with several classes.
+    """
+    batch = tf.shape(class_outputs[0])[0]
+    logits = tf.concat([tf.reshape(tf.cast(c, tf.float32), [batch, -1]) for c in class_outputs], axis=1)
+    if logits.shape[1] is not None:
+        k = min(k, logits.shape[1])  # a small input may hold fewer pairs
+    values, flat = tf.math.top_k(logits, k=k)
+    return values, flat // num_classes, flat % num_classes
 
 
 def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_classes, image_size,
@@ -128,14 +145,17 @@ def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_c
                 max_detections=100, max_nms_inputs=0, best_class_reduction="top_k"):
     """Turns raw head outputs of a batch into detections.
 
-    Per anchor the best class and its logit are kept (optionally only the `max_nms_inputs` best
-    anchors), boxes are decoded against the anchors and scores are sigmoid(logit). Then, by `mode`:
+    Per anchor the best class and its logit are kept (or, with `max_nms_inputs` > 0, the
+    `max_nms_inputs` best (anchor, class) pairs, as the official pre-NMS top-k), boxes are decoded
+    against the anchors and scores are sigmoid(logit). Then, by `mode`:
       - 'global': one class-agnostic NMS (Gaussian soft-NMS or hard, `method`); boxes clipped to
         [0, image_size] of the network input.
-      - 'per_class': NMS inside each class (anchors whose best class it is), then the top
-        `max_detections` by score over all classes; boxes not clipped (as the reference).
+      - 'per_class': NMS inside each class, then the top `max_detections` by score over all
+        classes; boxes not clipped (as the reference). With `max_nms_inputs` and Gaussian soft-NMS
+        this is the official evaluation's post-processing (`tf2/eval.py`, 5000 pairs).
       - 'combined': tf.image.combined_non_max_suppression over every class score of every anchor
-        (always hard NMS with `iou_threshold`); boxes clipped like 'global'.
+        (or of the `max_nms_inputs` best anchors): always hard NMS at `iou_threshold`, whatever
+        `method` says; boxes clipped like 'global'.
     Boxes are finally multiplied by `image_scales` (original pixels per network-input pixel).
 
     Args:
@@ -167,22 +187,19 @@ def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_c
     anchors = tf.broadcast_to(anchors[None], tf.shape(deltas))
     if mode == "combined":
         logits, _ = flatten_outputs(class_outputs, box_outputs, num_classes)
-        best_logit = tf.reduce_max(logits, axis=-1)
+        if max_nms_inputs > 0:
+            k = min(int(max_nms_inputs), logits.shape[1] or int(max_nms_inputs))
+            _, top = tf.math.top_k(tf.reduce_max(logits, axis=-1), k=k)
+            logits, deltas, anchors = (tf.gather(t, top, batch_dims=1) for t in (logits, deltas, anchors))
+        boxes, scores, classes, valid = _combined_nms(
+            box_coder.decode(deltas, anchors), logits, max_out, iou_threshold, params[1])
     else:
-        best_logit, classes = best_class(class_outputs, num_classes, best_class_reduction)
-    if max_nms_inputs > 0:
-        best_logit, top = tf.math.top_k(best_logit, k=int(max_nms_inputs))
-        deltas = tf.gather(deltas, top, batch_dims=1)
-        anchors = tf.gather(anchors, top, batch_dims=1)
-        if mode == "combined":
-            logits = tf.gather(logits, top, batch_dims=1)
+        if max_nms_inputs > 0:
+            best_logit, top, classes = top_class_pairs(class_outputs, num_classes, int(max_nms_inputs))
+            deltas, anchors = (tf.gather(t, top, batch_dims=1) for t in (deltas, anchors))
         else:
-            classes = tf.gather(classes, top, batch_dims=1)
-    boxes = box_coder.decode(deltas, anchors)
-
-    if mode == "combined":
-        boxes, scores, classes, valid = _combined_nms(boxes, logits, max_out, params)
-    else:
+            best_logit, classes = best_class(class_outputs, num_classes, best_class_reduction)
+        boxes = box_coder.decode(deltas, anchors)
         scores = tf.sigmoid(best_logit)
         if mode == "per_class":
             fn = functools.partial(_per_class_nms, max_out=max_out, params=params,

@@ -2,7 +2,7 @@
 
 Class targets per anchor (int32): class channel id - 1 for positives, NEGATIVE (-1) for background,
 IGNORE (-2) for anchors the loss must skip (an IoU between unmatched_threshold and
-matched_threshold, or an anchor that matches only a crowd box).
+matched_threshold, or, with crowd_anchors='ignore', an anchor that matches only a crowd box).
 """
 
 import tensorflow as tf
@@ -34,13 +34,22 @@ class TargetAssigner:
     box is >= matched_threshold, negative when it is < unmatched_threshold (the two are equal by
     default: no ignore band); every valid ground-truth box is also force-matched to its best
     anchor (on ties between boxes for one anchor, the lower box index wins). Padding rows (label
-    <= 0) and zero-size boxes are ignored. Crowd boxes never create positives; a negative anchor
-    whose IoU with a crowd box reaches matched_threshold becomes IGNORE.
+    <= 0) and zero-size boxes are ignored. Crowd boxes never create positives. With
+    `crowd_anchors` 'background' (the default, as the official trainer's
+    `skip_crowd_during_training`) they are dropped before matching, so the anchors on them train as
+    background; with 'ignore' a negative anchor whose IoU with a crowd box reaches
+    matched_threshold becomes IGNORE (the loss skips it).
     """
 
+    CROWD_ANCHORS = ("background", "ignore")
+
     def __init__(self, image_size, min_level=3, max_level=7, num_scales=3, aspect_ratios=(1.0, 2.0, 0.5),
-                 anchor_scale=4.0, matched_threshold=0.5, unmatched_threshold=0.5):
-        """Args: the anchor grid (see `anchors.generate_anchors`) and the two IoU thresholds."""
+                 anchor_scale=4.0, matched_threshold=0.5, unmatched_threshold=0.5, crowd_anchors="background"):
+        """Args: the anchor grid (see `anchors.generate_anchors`), the two IoU thresholds and what
+        anchors on crowd boxes become ('background' or 'ignore')."""
+        if crowd_anchors not in self.CROWD_ANCHORS:
+            raise ValueError("loss.crowd_anchors must be 'background' or 'ignore', got %r" % (crowd_anchors,))
+        self.crowd_anchors = crowd_anchors
         self.anchors = tf.constant(anchors_lib.generate_anchors(
             image_size, min_level, max_level, num_scales, aspect_ratios, anchor_scale))
         self.levels = anchors_lib.feature_sizes(image_size, min_level, max_level)
@@ -85,8 +94,9 @@ class TargetAssigner:
         matched_gt = tf.where(forced, forced_gt, best_gt)
         positive = forced | (best_iou >= self.matched_threshold)
         ignore = ~positive & (best_iou >= self.unmatched_threshold)
-        crowd_iou = tf.reduce_max(tf.where((valid & crowd)[:, None], iou, -1.0), axis=0)
-        ignore |= ~positive & (crowd_iou >= self.matched_threshold)
+        if self.crowd_anchors == "ignore":
+            crowd_iou = tf.reduce_max(tf.where((valid & crowd)[:, None], iou, -1.0), axis=0)
+            ignore |= ~positive & (crowd_iou >= self.matched_threshold)
 
         cls = tf.gather(classes, matched_gt) - 1
         cls_targets = tf.where(positive, cls, tf.where(ignore, IGNORE, NEGATIVE))

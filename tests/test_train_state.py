@@ -1,0 +1,81 @@
+"""Training state across steps and restarts: the best evaluation survives a resume, steps that the
+float16 loss scaler skips are not saved or evaluated again, and each worker draws its own
+augmentation seeds."""
+
+import json
+import os
+
+import keras
+import pytest
+import tensorflow as tf
+
+from efficientdet_tf.config import get_config
+from efficientdet_tf.data.pipeline import InputPipeline
+from efficientdet_tf.train import trainer
+from efficientdet_tf.train.checkpointing import read_best
+from test_train import SMALL, make_shapes_records
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
+
+
+def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(records, tmp_path):
+    model_dir = str(tmp_path / "model")
+    config = get_config("efficientdet-d0", SMALL)
+    scores = {2: 0.5, 4: 0.3}
+    seen = []
+
+    def eval_fn(path, step):
+        seen.append(step)
+        return {"AP": scores[step]}
+
+    first = trainer.train(config, model_dir, train_file_pattern=records, train_steps=2, save_every=2,
+                          eval_fn=eval_fn, eval_every=2, progress=False, seed=1)
+    assert first["best"]["step"] == 2
+    second = trainer.train(config, model_dir, train_file_pattern=records, train_steps=4, save_every=2,
+                           eval_fn=eval_fn, eval_every=2, progress=False, seed=1)
+    assert seen == [2, 4] and second["resumed_from"].endswith("ckpt-2")
+    # The worse evaluation after the resume does not replace the earlier best.
+    assert second["best"]["step"] == 2 and second["best"]["AP"] == 0.5
+    assert read_best(model_dir)["step"] == 2
+    with open(os.path.join(model_dir, "best", "metrics.json")) as f:
+        assert json.load(f)["step"] == 2
+
+
+def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(records, tmp_path, monkeypatch):
+    build = trainer.build_optimizer
+
+    def overflowing(train_config, learning_rate, precision):
+        # A loss scale of 2^40 overflows float16 at once: the scaler skips batches (halving the
+        # scale each time) before the first real step.
+        sgd = build(train_config, learning_rate, precision).inner_optimizer
+        return keras.optimizers.LossScaleOptimizer(sgd, initial_scale=2.0 ** 40)
+
+    monkeypatch.setattr(trainer, "build_optimizer", overflowing)
+    model_dir = str(tmp_path / "model")
+    config = get_config("efficientdet-d0", dict(SMALL, **{"train.mixed_precision": "float16"}))
+    evaluated = []
+    result = trainer.train(config, model_dir, train_file_pattern=records, train_steps=2, save_every=1,
+                           keep_checkpoints=10, eval_fn=lambda path, step: evaluated.append(step) or {"AP": 0.1},
+                           eval_every=1, progress=False)
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+    consumed = int(reader.get_tensor("data/consumed_batches/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert consumed > 5  # batches were skipped
+    assert [h[0] for h in result["history"]] == [1, 2]
+    assert evaluated == [1, 2]
+    assert sorted(f for f in os.listdir(model_dir) if f.endswith(".index")) == ["ckpt-1.index", "ckpt-2.index"]
+
+
+def test_each_worker_draws_its_own_augmentation_seeds(records):
+    config = get_config("efficientdet-d0", dict(SMALL, **{"data.deterministic": True, "data.seed": 7}))
+    pipeline = InputPipeline(records, config, is_training=True)
+    contexts = [tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i) for i in range(2)]
+    seeds = [pipeline.pipeline_seed(c) for c in contexts]
+    assert seeds[0] == 7 and seeds[1] != 7  # one worker keeps the single-worker sequence
+    assert pipeline.pipeline_seed(None) == 7
+    draws = [list(tf.data.Dataset.random(seed=s).take(4).as_numpy_iterator()) for s in seeds]
+    assert draws[0] != draws[1]
+    random_pipeline = InputPipeline(records, get_config("efficientdet-d0", SMALL), is_training=True)
+    assert random_pipeline.pipeline_seed(contexts[1]) is None
