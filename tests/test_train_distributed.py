@@ -4,6 +4,7 @@ because TensorFlow's devices and cluster can be configured only once per process
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,8 +48,9 @@ from efficientdet_tf.train.trainer import train
 from efficientdet_tf.config import get_config
 
 records, model_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-result = train(get_config("efficientdet-d0", overrides), model_dir, train_file_pattern=records, train_steps=3,
-               save_every=3, strategy="multi_worker", seed=7, deterministic=True, progress=False)
+model, steps, every = (sys.argv[4], int(sys.argv[5]), 2) if len(sys.argv) > 4 else ("efficientdet-d0", 3, 3)
+result = train(get_config(model, overrides), model_dir, train_file_pattern=records, train_steps=steps,
+               save_every=every, strategy="multi_worker", seed=7, deterministic=True, progress=False)
 print("RESULTS " + json.dumps({"history": result["history"], "checkpoint": result["checkpoint"]}))
 """
 
@@ -97,20 +99,26 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_report_the_same_losses_and_the_chief_writes(records, tmp_path):
+def _run_workers(records, model_dir, *extra, kill_at=None):
+    """Runs the two workers of a localhost cluster to the end; returns their RESULTS (chief first).
+    With `kill_at` both SIGKILL themselves there (see train.checkpointing.KILL_ENV)."""
+    from efficientdet_tf.train.checkpointing import KILL_ENV
+
     workers = ["localhost:%d" % port for port in _free_ports(2)]
-    model_dir = str(tmp_path / "model")
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = _env(TF_CONFIG=tf_config, **({KILL_ENV: kill_at} if kill_at else {}))
         processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, records, model_dir, json.dumps(SMALL)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(TF_CONFIG=tf_config), cwd=ROOT))
+            [sys.executable, "-c", WORKER_SCRIPT, records, model_dir, json.dumps(SMALL)] + list(extra),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
     outputs = []
     try:
         for process in processes:
             stdout, stderr = process.communicate(timeout=600)
+            if kill_at:
+                assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+                continue
             assert process.returncode == 0, stderr[-3000:]
             outputs.append(_results(stdout))
     finally:
@@ -118,10 +126,40 @@ def test_two_workers_report_the_same_losses_and_the_chief_writes(records, tmp_pa
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    chief, other = outputs
+    return outputs
+
+
+@pytest.mark.slow
+def test_two_workers_report_the_same_losses_and_the_chief_writes(records, tmp_path):
+    model_dir = str(tmp_path / "model")
+    chief, other = _run_workers(records, model_dir)
     assert [h[0] for h in chief["history"]] == [1, 2, 3]
     np.testing.assert_array_equal(np.array(chief["history"]), np.array(other["history"]))
     assert chief["checkpoint"] == os.path.join(model_dir, "ckpt-3") and other["checkpoint"] is None
     assert os.path.isfile(os.path.join(model_dir, "ckpt-3.index"))
     assert os.path.isfile(os.path.join(model_dir, "config.yaml"))
     assert not [name for name in os.listdir(model_dir) if name.startswith(".scratch")]
+
+
+@pytest.mark.slow
+def test_two_workers_resume_where_an_uninterrupted_pair_ends(records, tmp_path):
+    # Lite0 (drop-connect) on two workers: two uninterrupted runs of 4 steps, and one killed at
+    # step 3 (after ckpt-2) then rerun. The resumed run may differ from the uninterrupted ones by no more
+    # than 3x what they differ from each other, plus 1e-5.
+    from efficientdet_tf.checkpoints.loading import trainer_tensors
+    from test_train_resume import distances
+
+    straight = [str(tmp_path / name) for name in ("a", "b")]
+    for model_dir in straight:
+        _run_workers(records, model_dir, "efficientdet-lite0", "4")
+    resumed = str(tmp_path / "resumed")
+    _run_workers(records, resumed, "efficientdet-lite0", "4", kill_at="step:3")
+    chief, _ = _run_workers(records, resumed, "efficientdet-lite0", "4")
+    assert [h[0] for h in chief["history"]] == [3, 4]
+    first, second, again = (trainer_tensors(os.path.join(d, "ckpt-4")) for d in straight + [resumed])
+    run_to_run, resumed_gap, movement = distances(first, second, again, trainer_tensors(
+        os.path.join(resumed, "ckpt-2")))
+    print("\ntwo workers: run to run %.3g, resumed to uninterrupted %.3g, movement %.3g"
+          % (run_to_run, resumed_gap, movement))
+    assert resumed_gap <= 3 * run_to_run + 1e-5
+    assert movement > 100 * (3 * run_to_run + 1e-5)

@@ -160,9 +160,10 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
       freeze: regex over variable names (official, e.g. '^efficientnet-' for the backbone, or Keras
         paths); matching variables are not trained.
       seed: seeds weights initialisation and the input order/augmentation.
-      deterministic: fixed input order and augmentation, deterministic ops; a killed and resumed
-        run then ends with the weights of an uninterrupted one, up to the rounding differences
-        TensorFlow's CPU kernels show between processes on some machines.
+      deterministic: fixed input order and augmentation (each worker its own), deterministic ops;
+        a killed and resumed run then ends with the weights of an uninterrupted one, up to the
+        rounding differences TensorFlow's CPU kernels show between processes on some machines.
+        Without it (even with `seed`) each restart draws a fresh input order.
       use_xla: XLA-compile the per-replica step.
       eval_fn: optional callable `eval_fn(model_dir_or_model, step) -> dict` with at least 'AP';
         called every `eval_every` steps (chief only) after a checkpoint of that step is written,
