@@ -190,7 +190,8 @@ def test_bad_inputs_are_errors_not_crashes(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match="image/encoded"):
         sigs["serve_tf_example"](serialized_example=tf.constant([tf.train.Example().SerializeToString()]))
     gray = tf.io.encode_png(np.full((40, 30, 1), 90, np.uint8))
-    rgba = tf.io.encode_png(np.full((40, 30, 4), 90, np.uint8))
+    # Opaque RGBA: the same picture as the gray one (transparent pixels would be composited on white).
+    rgba = tf.io.encode_png(np.concatenate([np.full((40, 30, 3), 90, np.uint8), np.full((40, 30, 1), 255, np.uint8)], -1))
     tiny = tf.io.encode_png(np.full((1, 1, 3), 90, np.uint8))
     huge = tf.io.encode_jpeg(tf.zeros([4000, 6000, 3], tf.uint8))
     out = sigs["serve_image_bytes"](image_bytes=tf.stack([gray, rgba, tiny, huge]))

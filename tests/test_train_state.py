@@ -6,6 +6,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -44,6 +45,7 @@ def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(records, tmp_
         assert json.load(f)["step"] == 2
 
 
+@pytest.mark.slow
 def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(records, tmp_path, monkeypatch):
     build = trainer.build_optimizer
 
@@ -79,3 +81,22 @@ def test_each_worker_draws_its_own_augmentation_seeds(records):
     assert draws[0] != draws[1]
     random_pipeline = InputPipeline(records, get_config("efficientdet-d0", SMALL), is_training=True)
     assert random_pipeline.pipeline_seed(contexts[1]) is None
+
+
+def test_batch_norm_statistics_are_averaged_when_asked(records, tmp_path):
+    from efficientdet_tf.checkpoints.loading import load_weights, trainer_tensors
+    from efficientdet_tf.checkpoints.official import model_variables
+    from efficientdet_tf.model.efficientdet import build_model
+
+    model_dir = str(tmp_path / "model")
+    config = get_config("efficientdet-d0", dict(SMALL, **{"train.average_batch_norm": True}))
+    trainer.train(config, model_dir, train_file_pattern=records, train_steps=3, save_every=3, progress=False,
+                  seed=2)
+    tensors = trainer_tensors(tf.train.latest_checkpoint(model_dir))
+    name = "class_net/class-0-bn-3/moving_variance"
+    raw, averaged = tensors["weights"][name], tensors["ema"][name]
+    assert not np.allclose(raw, averaged)  # three steps: the average lags the statistics
+    # What evaluation and export load: the averaged statistics.
+    model = build_model(config)
+    load_weights(model, model_dir)
+    np.testing.assert_array_equal(model_variables(model)[name].numpy(), averaged)

@@ -123,6 +123,12 @@ def _freeze_filter(model, pattern):
     return keep, frozen
 
 
+def _batch_norm_statistics(model):
+    """The moving means and variances of every batch norm of the model."""
+    return [v for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+            for v in (layer.moving_mean, layer.moving_variance)]
+
+
 def _data_error(error):
     """The input pipeline's own message (e.g. which record is bad) out of a TF error."""
     text = str(getattr(error, "message", error))
@@ -328,7 +334,7 @@ class TrainingRun:
                 except CheckpointError as e:
                     raise TrainError("--pretrained_ckpt: %s" % e) from None
             schedule = schedules.build_schedule(tc, self.global_batch, self.steps_per_epoch, self.total_steps)
-            self.optimizer = build_optimizer(tc, schedule, self.precision)
+            self.optimizer = build_optimizer(tc, schedule, self.precision, _batch_norm_statistics(self.model))
             self.optimizer.build(self.trainable)
             self.data_position = tf.Variable(0, dtype=tf.int64, trainable=False, name="consumed_batches",
                                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
