@@ -100,3 +100,32 @@ def test_batch_norm_statistics_are_averaged_when_asked(records, tmp_path):
     model = build_model(config)
     load_weights(model, model_dir)
     np.testing.assert_array_equal(model_variables(model)[name].numpy(), averaged)
+
+
+def _first_pictures(run, batches=2):
+    ids = []
+    for _ in range(batches):
+        _, labels = next(run.iterator)
+        ids += run.strategy.experimental_local_results(labels["image_id"])[0].numpy().tolist()
+    return ids
+
+
+def test_a_resume_without_deterministic_draws_a_fresh_input_order(records, tmp_path):
+    # With --seed but without --deterministic the global seed fixes tf.data's random ops: a
+    # restart used to replay the start of the same order each time.
+    config = get_config("efficientdet-d0", SMALL)
+    options = trainer.RunOptions(train_file_pattern=records, train_steps=10, seed=3, progress=False)
+    orders = []
+    for model_dir in ("a", "b"):
+        run = trainer.TrainingRun(config, str(tmp_path / model_dir), options)
+        run.set_up()
+        run.restore()
+        orders.append(_first_pictures(run))
+    assert orders[0] == orders[1]  # same seed, fresh runs: the same order (as asked)
+    run.consumed = 4
+    run.save()
+    resumed = trainer.TrainingRun(config, str(tmp_path / "b"), options)
+    resumed.set_up()
+    resumed.restore()
+    assert resumed.consumed == 4
+    assert _first_pictures(resumed) != orders[0]
