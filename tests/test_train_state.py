@@ -49,10 +49,10 @@ def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(records, tmp_
 def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(records, tmp_path, monkeypatch):
     build = trainer.build_optimizer
 
-    def overflowing(train_config, learning_rate, precision):
+    def overflowing(train_config, learning_rate, precision, statistics=None):
         # A loss scale of 2^40 overflows float16 at once: the scaler skips batches (halving the
         # scale each time) before the first real step.
-        sgd = build(train_config, learning_rate, precision).inner_optimizer
+        sgd = build(train_config, learning_rate, precision, statistics).inner_optimizer
         return keras.optimizers.LossScaleOptimizer(sgd, initial_scale=2.0 ** 40)
 
     monkeypatch.setattr(trainer, "build_optimizer", overflowing)
