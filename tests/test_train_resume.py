@@ -98,4 +98,4 @@ def test_sigkill_in_training_and_in_a_save_then_resume_gives_the_same_weights(re
     assert resumed_gap <= tolerance, (resumed_gap, run_to_run)
     # Training moved the weights far more than that: a resume that lost the optimizer, EMA or
     # drop-connect state, or replayed other data, would miss by a visible fraction of this.
-    assert movement > 100 * tolerance, (movement, tolerance)
+    assert movement > 20 * tolerance, (movement, tolerance)
