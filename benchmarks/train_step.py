@@ -2,8 +2,8 @@
 
 CPU (TensorFlow, the default):
     python benchmarks/train_step.py [--batch 8] [--rounds 5] [--warmup 2] [--no_peer]
-times one optimizer step of the trainer (`train.trainer.build_train_step`: forward, focal + Huber
-loss with the global positives normaliser, weight decay, gradients, clip by global norm 10, SGD
+times one optimizer step of the trainer (`train.train_step.build_train_step`: forward, focal + Huber
+loss with the global positives normaliser, weight decay, gradients, per-tensor then global clipping at 10, SGD
 momentum + EMA) on a cached batch of the real input pipeline (shapes TFRecords at 480-640 px), and
 `effdet`'s `tf_efficientdet_d0` training step (`DetBenchTrain`: anchor labelling, focal + Huber
 loss, backward, clip 10, SGD momentum; AMP off) at the same batch and size. The two are timed in
