@@ -54,7 +54,7 @@ def _matched(a, b, iou=0.5):
 def reference_picture(args):
     from efficientdet_tf import factory
     from efficientdet_tf.config import get_config
-    from efficientdet_tf.inference import Detector
+    from efficientdet_tf.runtime import Detector
 
     ref = np.load(os.path.join(args.reference_dir, "reference_outputs.npz"))
     picture = ref["image_uint8"]

@@ -42,7 +42,7 @@ def tensorflow_fns(args, root):
 
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
     from efficientdet_tf.export.tflite import export_tflite
-    from efficientdet_tf.inference import Detector
+    from efficientdet_tf.runtime import Detector
 
     checkpoint = args.checkpoint if os.path.isdir(args.checkpoint or "") else None
     detector = Detector("efficientdet-d0", checkpoint)

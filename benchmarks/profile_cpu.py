@@ -47,7 +47,8 @@ def frozen_serving_graph(model_name, checkpoint, fold):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from efficientdet_tf.export.saved_model import fold_and_check
-    from efficientdet_tf.inference import Detector, detect_images
+    from efficientdet_tf.inference import detect_images
+    from efficientdet_tf.runtime import Detector
     detector = Detector(model_name, checkpoint)
     network = fold_and_check(detector.model, detector.config) if fold else detector.model
     fn = tf.function(lambda images: detect_images(network, detector.config, images),

@@ -75,8 +75,9 @@ def main():
 
     from efficientdet_tf import factory
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
-    from efficientdet_tf.export.tflite import calibration_images, export_tflite, pad_rgb_for
-    from efficientdet_tf.inference import Detector
+    from efficientdet_tf.export.tflite import calibration_images, export_tflite
+    from efficientdet_tf.runtime.tflite import pad_rgb_for
+    from efficientdet_tf.runtime import Detector
 
     detector = Detector("efficientdet-d0", args.checkpoint if os.path.isdir(args.checkpoint or "") else None)
     config = detector.config

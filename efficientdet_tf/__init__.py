@@ -12,7 +12,8 @@ _LAZY = {
     "build_model": "efficientdet_tf.model.efficientdet",
     "load_official_checkpoint": "efficientdet_tf.checkpoints.official",
     "CheckpointError": "efficientdet_tf.checkpoints.official",
-    "Detector": "efficientdet_tf.inference",
+    "Detector": "efficientdet_tf.runtime",
+    "load_detector": "efficientdet_tf.runtime",
 }
 
 __version__ = "0.1.0"

@@ -1,14 +1,11 @@
-"""Inference: the detection graph (preprocess, network, NMS) and `Detector` for numpy pictures."""
+"""Inference graphs: preprocess, network and NMS as TensorFlow functions (the runtimes and exports use them)."""
 
 import os
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from efficientdet_tf import factory
 from efficientdet_tf.checkpoints.loading import load_weights
-from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
 
 
 def raw_output_dict(network, config, inputs):
@@ -66,39 +63,3 @@ def build_detection_model(model_or_name, checkpoint=None, **overrides):
     if checkpoint:
         load_weights(model, checkpoint)
     return model, config
-
-
-class Detector:
-    """EfficientDet detector on numpy pictures, with the reference preprocessing and NMS.
-
-    Example:
-      det = Detector("efficientdet-d0", "/path/to/efficientdet-d0", nms={"mode": "per_class"})
-      out = det(image_uint8)  # [H, W, 3] -> dict of [100, 4], [100], [100], scalar
-
-    A call takes one uint8 RGB picture [H, W, 3] or a batch [B, H, W, 3]; a batch is one array, so
-    all its pictures share one size (call once per picture for mixed sizes). Returns numpy arrays:
-    detection_boxes [B, M, 4] ([ymin, xmin, ymax, xmax] in original pixels), detection_scores [B, M],
-    detection_classes int32 [B, M] (1-based ids, 0 = padding), num_detections int32 [B]; without the
-    batch axis for a single picture.
-    """
-
-    def __init__(self, model_or_name="efficientdet-d0", checkpoint=None, **overrides):
-        """See `build_detection_model` for the arguments; overrides are hparams (e.g. nms=...)."""
-        self.model, self.config = build_detection_model(model_or_name, checkpoint, **overrides)
-        self._detect = tf.function(
-            lambda images: detect_images(self.model, self.config, images),
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-
-    def __call__(self, images):
-        """Detects objects in one picture [H, W, 3] or a same-size batch [B, H, W, 3] (uint8 RGB)."""
-        images = np.asarray(images)
-        single = images.ndim == 3
-        if images.ndim not in (3, 4) or images.shape[-1] != 3:
-            raise ValueError("expected uint8 RGB [H, W, 3] or [B, H, W, 3], got shape %s" % (images.shape,))
-        if images.dtype != np.uint8:
-            raise TypeError("expected uint8 pixels, got %s (convert with np.clip(x, 0, 255).astype(np.uint8))"
-                            % images.dtype)
-        if min(images.shape[-3:-1]) < 1:
-            raise ValueError("empty picture of shape %s" % (images.shape,))
-        outputs = self._detect(tf.constant(images[None] if single else images))
-        return {key: outputs[key].numpy()[0] if single else outputs[key].numpy() for key in OUTPUT_KEYS}

@@ -39,3 +39,16 @@ def synthetic_picture(height, width, seed):
         top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
         picture[top: top + height // 3, left: left + width // 3] = rng.integers(0, 256, 3)
     return picture
+
+
+def matched_fraction(got, want, score_tol=1e-4, box_tol=0.5):
+    """Share of `want`'s detections that `got` (one picture's detection dicts) also holds: same class,
+    score within `score_tol`, every box corner within `box_tol` pixels."""
+    n = int(want["num_detections"])
+    if n == 0:
+        return 1.0 if int(got["num_detections"]) == 0 else 0.0
+    boxes, other = want["detection_boxes"][:n], got["detection_boxes"][:int(got["num_detections"])]
+    same = ((want["detection_classes"][:n, None] == got["detection_classes"][None, :len(other)])
+            & (np.abs(want["detection_scores"][:n, None] - got["detection_scores"][None, :len(other)]) <= score_tol)
+            & (np.abs(boxes[:, None] - other[None]).max(-1) <= box_tol))
+    return float(same.any(axis=1).mean())

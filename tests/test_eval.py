@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.eval import coco_metrics
-from efficientdet_tf.eval.evaluator import EvalError, Evaluator, evaluate, load_model_source, make_eval_fn
-from efficientdet_tf.inference import Detector
+from efficientdet_tf.eval.evaluator import EvalError, Evaluator, evaluate, make_eval_fn
+from efficientdet_tf.runtime import Detector, load_detector
 from helpers import synthetic_picture
 from tfrecord_tools.example_writer import make_example, write_records
 
@@ -149,7 +149,7 @@ def test_other_class_count_than_the_records(records, detector, saved_model, tmp_
     small = Detector("efficientdet-lite0", image_size=128, num_classes=3)
     with pytest.raises(EvalError, match=r"class ids the model \(3 classes\) does not predict"):
         evaluate(small, val_file_pattern=records, progress=False)
-    small_network = load_model_source(small.model)
+    small_network = load_detector(small.model)
     with pytest.raises(EvalError, match=r"class ids the model \(3 classes\) does not predict.*record #0"):
         Evaluator(small.config, val_file_pattern=records).evaluate(small_network)
 

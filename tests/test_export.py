@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
-from efficientdet_tf.inference import Detector
+from efficientdet_tf.runtime import Detector
 from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
 from helpers import assert_detections_match, box_iou, synthetic_picture
 
@@ -136,7 +136,7 @@ def test_tflite_fp32_agrees_with_saved_model(exported):
 
 
 def test_tflite_detector_letterboxes_pictures_of_any_size(exported, detector):
-    from efficientdet_tf.export.tflite import TFLiteDetector
+    from efficientdet_tf.runtime import TFLiteDetector
     lite = TFLiteDetector(exported / "efficientdet-d0_fp32.tflite", num_threads=1)
     assert lite.input_size == (SIZE, SIZE)
     for height, width in ((90, 160), (200, 120)):

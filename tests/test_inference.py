@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from efficientdet_tf.config import get_config
 from efficientdet_tf.factory import build_preprocessor
-from efficientdet_tf.inference import Detector
+from efficientdet_tf.runtime import Detector
 from helpers import assert_detections_match
 
 

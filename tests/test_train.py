@@ -109,7 +109,7 @@ def test_eval_fn_runs_on_saved_checkpoints_and_the_best_is_kept(finetuned):
 
 
 def test_model_dir_loads_the_ema_weights(finetuned):
-    from efficientdet_tf.inference import Detector
+    from efficientdet_tf.runtime import Detector
 
     model_dir, _ = finetuned
     views = trainer_tensors(os.path.join(model_dir, "ckpt-24"))

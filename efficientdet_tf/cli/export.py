@@ -1,4 +1,4 @@
-"""efficientdet-export: SavedModel for TF Serving (four signatures) and optional TFLite files."""
+"""efficientdet-export: SavedModel for TF Serving (four signatures) and optional TFLite and ONNX files."""
 
 import os
 
@@ -18,6 +18,10 @@ flags.DEFINE_string("calibration_file_pattern", "", "TFRecords (image/encoded) t
 flags.DEFINE_integer("num_calibration_images", 100, "Pictures read for int8 calibration.")
 flags.DEFINE_bool("fold_batch_norms", True, "Fold batch norms into the convolutions.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the network inside the SavedModel.")
+flags.DEFINE_bool("onnx", False, "Also write <export_dir>/<model_name>.onnx: uint8 pictures of any size in, "
+                  "detections out, NMS inside (needs the onnx extra).")
+flags.DEFINE_bool("onnx_network_only", False, "Also write <export_dir>/<model_name>_network.onnx: normalised "
+                  "input, raw head outputs (bring your own decoding and NMS, e.g. TensorRT EfficientNMS).")
 
 
 def main(argv):
@@ -32,12 +36,21 @@ def main(argv):
         raise common.UsageError("--tflite takes %s, got %s" % (",".join(QUANTIZATIONS), ",".join(bad)))
     if "int8" in FLAGS.tflite and not FLAGS.calibration_file_pattern:
         raise common.UsageError("--tflite=int8 needs --calibration_file_pattern")
+    if FLAGS.onnx or FLAGS.onnx_network_only:
+        from efficientdet_tf.export.onnx import import_converter
+        try:
+            import_converter()
+        except ImportError as e:
+            raise common.UsageError(str(e)) from None
     from efficientdet_tf.checkpoints.loading import saved_config_path
     from efficientdet_tf.config import get_config
     from efficientdet_tf.inference import build_detection_model
     # A trainer model_dir says which network it holds (its config.yaml); --model_name is for the rest.
     saved = saved_config_path(FLAGS.checkpoint) if FLAGS.checkpoint else None
     config = get_config(saved or FLAGS.model_name, FLAGS.hparams or None)
+    if FLAGS.onnx and config.nms.mode == "combined":
+        raise common.UsageError("--onnx runs NMS as ONNX ops, which covers nms.mode=global and per_class, "
+                                "not combined")
     model, config = build_detection_model(config, FLAGS.checkpoint or None)
     network = fold_and_check(model, config) if FLAGS.fold_batch_norms else model
     path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)
@@ -48,6 +61,13 @@ def main(argv):
         export_tflite(network, config, target, quantization, calibration_file_pattern=FLAGS.calibration_file_pattern,
                       num_calibration_images=FLAGS.num_calibration_images)
         print("TFLite %s: %s" % (quantization, target))
+    if FLAGS.onnx or FLAGS.onnx_network_only:
+        from efficientdet_tf.export.onnx import export_onnx
+    for wanted, suffix, network_only in ((FLAGS.onnx, "", False), (FLAGS.onnx_network_only, "_network", True)):
+        if wanted:
+            target = export_onnx(network, config, os.path.join(FLAGS.export_dir, config.name + suffix + ".onnx"),
+                                 network_only=network_only)
+            print("ONNX%s: %s" % (" network only" if network_only else "", target))
 
 
 def run():

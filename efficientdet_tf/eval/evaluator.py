@@ -1,11 +1,11 @@
-"""COCO evaluation of a checkpoint, model dir, SavedModel, Detector or Keras model on validation data.
+"""COCO evaluation of any detector `runtime.load_detector` opens, on validation data.
 
 Two ways to run the model, both ending in the same COCOeval:
-- a Keras network (checkpoint, model dir, built model): the evaluation input pipeline
-  (`InputPipeline(is_training=False)`) in batches, `detect_normalised`, ground truth from its
-  `groundtruths` labels;
-- a function on uint8 pictures (a SavedModel's `serving_default`, a `Detector`): each record is
-  decoded and the picture goes in as it is, so the model's own preprocessing runs.
+- a Keras detector (checkpoint, model dir, `.keras` file, built model): the evaluation input
+  pipeline (`InputPipeline(is_training=False)`) in batches, `detect_normalised`, ground truth from
+  its `groundtruths` labels;
+- any other runtime (SavedModel, TFLite, ONNX): each record is decoded and the picture goes in as
+  it is, so the file's own preprocessing and NMS run.
 """
 
 import json
@@ -16,137 +16,13 @@ import numpy as np
 
 from efficientdet_tf.eval import coco_metrics
 from efficientdet_tf.eval.coco_format import coco_results
+from efficientdet_tf.runtime import LoadError, load_detector
 
 _SHARD_SUFFIX = re.compile(r"(-\d+-of-\d+)?\.(tfrecord|record|tfrec)(\.gz)?$")
 
 
 class EvalError(ValueError):
     """Bad evaluation input (model, data, ground truth), reported in one line."""
-
-
-# ---- what to evaluate --------------------------------------------------------------------------
-
-
-def find_saved_model(path):
-    """The SavedModel folder at `path` (or its highest numeric version sub-folder), else None."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if os.path.isdir(path):
-        versions = [d for d in os.listdir(path) if d.isdigit()
-                    and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
-        if versions:
-            return os.path.join(path, max(versions, key=int))
-    return None
-
-
-class ModelSource:
-    """A model ready to evaluate.
-
-    kind 'network': `model` (Keras EfficientDet) + `config`; kind 'pictures': `detect(uint8 [1, H, W, 3])
-    -> detection dict with a batch axis` (SavedModel, Detector). `config` always gives the data and
-    eval sections; `num_classes` is what the model predicts (None when unknown).
-    """
-
-    def __init__(self, kind, config, description, model=None, detect=None, num_classes=None):
-        self.kind = kind
-        self.config = config
-        self.description = description
-        self.model = model
-        self.detect = detect
-        self.num_classes = num_classes
-
-
-def _saved_model_classes(loaded):
-    """Class count of an exported EfficientDet from its `predict_raw` output shapes, else None."""
-    raw = loaded.signatures.get("predict_raw")
-    if raw is None:
-        return None
-    outputs = raw.structured_outputs
-    class_key = next((k for k in sorted(outputs) if k.startswith("class_outputs")), None)
-    box_key = next((k for k in sorted(outputs) if k.startswith("box_outputs")), None)
-    if not class_key or not box_key:
-        return None
-    anchors = outputs[box_key].shape[-1] // 4
-    return outputs[class_key].shape[-1] // anchors if anchors else None
-
-
-def load_model_source(checkpoint, model_name=None, hparams=None):
-    """Opens what `checkpoint` names: a SavedModel dir, a `.tflite` file, a trainer model dir
-    (config.yaml) or a checkpoint.
-
-    A bare checkpoint (official TF1 dir, `.keras` / `.weights.h5`) needs `model_name`;
-    `hparams` overrides apply on top of the model dir's config.yaml or the model name's hparams.
-    """
-    import keras
-
-    from efficientdet_tf.checkpoints.loading import load_weights, saved_config_path
-    from efficientdet_tf.config import get_config
-    from efficientdet_tf.model.efficientdet import build_model
-
-    if isinstance(checkpoint, ModelSource):
-        return checkpoint
-    if isinstance(checkpoint, keras.Model):
-        config = checkpoint.config.replace(hparams) if hparams else checkpoint.config
-        return ModelSource("network", config, "Keras model", model=checkpoint, num_classes=config.num_classes)
-    if hasattr(checkpoint, "model") and hasattr(checkpoint, "config") and callable(checkpoint):
-        detector = checkpoint  # efficientdet_tf.inference.Detector: per-picture path, its own preprocessing
-        return ModelSource("pictures", detector.config, "Detector", detect=lambda images: detector(images),
-                           num_classes=detector.config.num_classes)
-    path = os.fspath(checkpoint)
-    if not path:
-        raise EvalError("--checkpoint is required (a checkpoint, a model dir or a SavedModel dir)")
-    if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise EvalError("--checkpoint %s does not exist" % path)
-    if path.endswith(".tflite"):
-        return _tflite_source(path, get_config(model_name or "efficientdet-d0", hparams))
-    saved = find_saved_model(path)
-    if saved:
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(saved)
-        if "serving_default" not in loaded.signatures:
-            raise EvalError("SavedModel %s has no serving_default signature" % saved)
-        serving = loaded.signatures["serving_default"]
-        # Data and eval settings only: the SavedModel carries its own network, size and NMS.
-        config = get_config(model_name or "efficientdet-d0", hparams)
-
-        def detect(images):
-            return {k: v.numpy() for k, v in serving(images=tf.constant(images)).items()}
-
-        source = ModelSource("pictures", config, "SavedModel %s" % saved, detect=detect,
-                             num_classes=_saved_model_classes(loaded))
-        source.loaded = loaded  # keeps the signature's variables alive
-        return source
-    if saved_config_path(path):  # a trainer model dir or a ckpt-N inside one
-        config = get_config(saved_config_path(path), hparams)
-        description = "model dir %s" % path
-    else:
-        if not model_name:
-            raise EvalError("--model_name is needed for the bare checkpoint %s (a model dir has its "
-                            "config.yaml, a SavedModel is complete)" % path)
-        config = get_config(model_name, hparams)
-        description = "checkpoint %s" % path
-    model = build_model(config)
-    load_weights(model, path)
-    return ModelSource("network", config, description, model=model, num_classes=config.num_classes)
-
-
-def _tflite_source(path, config):
-    """A detection TFLite file as a picture source; `config` (from --model_name) gives the letterbox
-    colour, the data and the eval settings."""
-    from efficientdet_tf.export.tflite import TFLiteDetector, pad_rgb_for
-
-    try:
-        detector = TFLiteDetector(path, pad_rgb=pad_rgb_for(config))
-    except (ValueError, RuntimeError) as e:
-        raise EvalError("cannot open the TFLite file %s: %s" % (path, str(e).strip().splitlines()[0]))
-
-    def detect(images):
-        return {k: np.asarray(v)[None] for k, v in detector(images[0]).items()}
-
-    # The file does not record its class count: --model_name / --hparams say it.
-    return ModelSource("pictures", config, "TFLite %s" % path, detect=detect, num_classes=config.num_classes)
 
 
 # ---- validation data ---------------------------------------------------------------------------
@@ -261,16 +137,16 @@ class Evaluator:
 
     # -- per-picture streams: (image_id, detections, groundtruth, picture or None) --
 
-    def _network_stream(self, source, keep_pictures):
+    def _network_stream(self, detector, keep_pictures):
         import tensorflow as tf
 
         from efficientdet_tf import factory
         from efficientdet_tf.data.pipeline import InputPipeline
         from efficientdet_tf.inference import detect_normalised
 
-        model = source.model
+        model = detector.model
         try:
-            config = factory.evaluation_config(source.config, self.config.eval.nms_preset)
+            config = factory.evaluation_config(detector.config, self.config.eval.nms_preset)
         except ValueError as e:
             raise EvalError(str(e)) from None
         key = id(model)
@@ -316,15 +192,15 @@ class Evaluator:
             for index, example in enumerate(tf.data.TFRecordDataset(path).map(decoder.decode_example).prefetch(4)):
                 yield "record #%d of %s" % (index, path), example
 
-    def _picture_stream(self, source, keep_pictures):
+    def _picture_stream(self, detector, keep_pictures):
         kept = 0
         for where, example in self._decoded_examples():
             gt = {k: example[k].numpy() for k in ("boxes", "classes", "is_crowd", "area")}
-            if source.num_classes and len(gt["classes"]) and gt["classes"].max() > source.num_classes:
+            if detector.num_classes and len(gt["classes"]) and gt["classes"].max() > detector.num_classes:
                 raise EvalError("the validation records hold class ids the model (%d classes) does not predict: "
-                                "label id %d in %s" % (source.num_classes, gt["classes"].max(), where))
+                                "label id %d in %s" % (detector.num_classes, gt["classes"].max(), where))
             image = example["image"].numpy()
-            outputs = source.detect(image[None])
+            outputs = detector(image[None])
             gt.update(height=int(example["height"]), width=int(example["width"]))
             picture = None
             if kept < keep_pictures:
@@ -333,10 +209,10 @@ class Evaluator:
             yield (_image_id(example["source_id"]), {k: np.asarray(v)[0] for k, v in outputs.items()},
                    gt, picture)
 
-    def _stream(self, source, keep_pictures):
-        stream = self._network_stream if source.kind == "network" else self._picture_stream
+    def _stream(self, detector, keep_pictures):
+        stream = self._network_stream if detector.kind == "keras" else self._picture_stream
         limit = int(self.config.eval.max_pictures)
-        for index, item in enumerate(stream(source, keep_pictures)):
+        for index, item in enumerate(stream(detector, keep_pictures)):
             if limit and index >= limit:
                 return
             yield item
@@ -352,8 +228,8 @@ class Evaluator:
                              "predict: %s" % (num_classes, useful))
         return EvalError("cannot read the validation data %s: %s" % (self.data_name, useful))
 
-    def evaluate(self, source, output_dir=None, progress=False, num_pictures_drawn=None):
-        """Runs `source` (a ModelSource, or anything `load_model_source` opens) over the data.
+    def evaluate(self, detector, output_dir=None, progress=False, num_pictures_drawn=None):
+        """Runs `detector` (a runtime detector, or anything `runtime.load_detector` opens) over the data.
 
         Writes, when `output_dir` is given: metrics.json, per_class_ap.txt, pr_curve.png,
         detections_grid.jpg, detections.json (COCO results) and, when built from the records,
@@ -361,15 +237,15 @@ class Evaluator:
         """
         import tensorflow as tf
 
-        source = load_model_source(source)
-        self.check_classes(source.num_classes)
+        detector = _open(detector)
+        self.check_classes(detector.num_classes)
         categories = dict(self.label_map)
         if not categories:
-            count = source.num_classes or (max(self.records_label_map[1]) if self.records_label_map else 0)
+            count = detector.num_classes or (max(self.records_label_map[1]) if self.records_label_map else 0)
             categories = {i: str(i) for i in range(1, count + 1)}
         if not categories:
             raise EvalError("cannot tell which classes %s predicts: give eval.label_map or num_classes in "
-                            "--hparams" % source.description)
+                            "--hparams" % detector.description)
         builder = coco_metrics.GroundtruthBuilder(categories)
         drawn = self.config.eval.num_pictures_drawn if num_pictures_drawn is None else num_pictures_drawn
         total = None
@@ -383,7 +259,7 @@ class Evaluator:
             bar = keras.utils.Progbar(total, unit_name="picture")
         results, pictures, image_ids, max_class = [], [], [], 0
         try:
-            for image_id, detections, gt, picture in self._stream(source, int(drawn)):
+            for image_id, detections, gt, picture in self._stream(detector, int(drawn)):
                 if not builder.add(image_id, gt["height"], gt["width"], gt["boxes"], gt["classes"],
                                    gt["is_crowd"], gt["area"]):
                     raise EvalError("two validation records share the image id %d (image/source_id must be "
@@ -397,12 +273,12 @@ class Evaluator:
                 if bar is not None:
                     bar.add(1)
         except tf.errors.OpError as e:
-            raise self._translate_error(e, source.num_classes) from None
+            raise self._translate_error(e, detector.num_classes) from None
         if not image_ids:
             raise EvalError("the validation set %s is empty: no picture to evaluate" % self.data_name)
-        if source.num_classes and max_class > source.num_classes:
+        if detector.num_classes and max_class > detector.num_classes:
             raise EvalError("the validation records hold class id %d but the model predicts %d classes"
-                            % (max_class, source.num_classes))
+                            % (max_class, detector.num_classes))
         groundtruth = self._groundtruth(builder, image_ids)
         label_map = {int(c["id"]): str(c.get("name", c["id"])) for c in groundtruth["categories"]}
         label_map.update(self.label_map)
@@ -463,17 +339,26 @@ class Evaluator:
         return paths
 
 
+def _open(what, model_name=None, hparams=None):
+    """`runtime.load_detector`, with its LoadError as an EvalError."""
+    try:
+        return load_detector(what, model_name=model_name, hparams=hparams)
+    except LoadError as e:
+        raise EvalError(str(e)) from None
+
+
 def evaluate(checkpoint, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None,
              hparams=None, model_name=None, output_dir=None, progress=True):
-    """Evaluates a checkpoint, model dir, SavedModel dir, Detector or Keras model with COCOeval.
+    """Evaluates anything `runtime.load_detector` opens (checkpoint, model dir, SavedModel, TFLite or
+    ONNX file, detector, Keras model) with COCOeval.
 
     Returns an EvalReport (`.metrics` holds AP AP50 AP75 APs APm APl ARmax1 ARmax10 ARmax100 ARs ARm
     ARl, per_class and num_pictures). Raises EvalError on bad input, in one line.
     """
-    source = load_model_source(checkpoint, model_name=model_name, hparams=hparams)
-    evaluator = Evaluator(source.config, val_file_pattern=val_file_pattern, tfds_name=tfds_name,
+    detector = _open(checkpoint, model_name=model_name, hparams=hparams)
+    evaluator = Evaluator(detector.config, val_file_pattern=val_file_pattern, tfds_name=tfds_name,
                           tfds_split=tfds_split, val_json_file=val_json_file)
-    return evaluator.evaluate(source, output_dir=output_dir, progress=progress)
+    return evaluator.evaluate(detector, output_dir=output_dir, progress=progress)
 
 
 def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None,
@@ -489,16 +374,22 @@ def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None,
     import keras
 
     from efficientdet_tf.config import get_config
+    from efficientdet_tf.runtime import Detector
 
     config = get_config(config) if not hasattr(config, "eval") else config
     evaluator = Evaluator(config, val_file_pattern=val_file_pattern, tfds_name=tfds_name, tfds_split=tfds_split,
                           val_json_file=val_json_file)
     state = {}
 
+    def detector_of(model, description):
+        if state.get("detector") is None or state["detector"].model is not model:
+            state["detector"] = Detector(model, description=description)
+            state["detector"].config = config  # the evaluation settings this hook was made with
+        return state["detector"]
+
     def eval_fn(model_dir_or_model, step):
         if isinstance(model_dir_or_model, keras.Model):
-            source = ModelSource("network", config, "Keras model", model=model_dir_or_model,
-                                 num_classes=config.num_classes)
+            detector = detector_of(model_dir_or_model, "Keras model")
         else:
             from efficientdet_tf.checkpoints.loading import load_weights
             from efficientdet_tf.model.efficientdet import build_model
@@ -506,9 +397,9 @@ def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None,
             if "model" not in state:
                 state["model"] = build_model(config)
             load_weights(state["model"], os.fspath(model_dir_or_model))
-            source = ModelSource("network", config, "model dir", model=state["model"], num_classes=config.num_classes)
+            detector = detector_of(state["model"], "model dir")
         where = os.path.join(output_dir, "step_%d" % int(step)) if output_dir else None
-        return evaluator.evaluate(source, output_dir=where, progress=False,
+        return evaluator.evaluate(detector, output_dir=where, progress=False,
                                   num_pictures_drawn=None if where else 0).metrics
 
     return eval_fn

@@ -1,77 +1,23 @@
 """TFLite export (fp32, fp16, int8): network, decoding and NMS in one model on a fixed-size input."""
 
-import os
 import shutil
 import tempfile
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from efficientdet_tf.data import schema
 from efficientdet_tf.inference import detect_images, raw_output_dict
 from efficientdet_tf.ops.image_decoding import decode_image
+from efficientdet_tf.runtime.tflite import IMAGENET_PAD_RGB, letterbox, pad_rgb_for
 
 QUANTIZATIONS = ("fp32", "fp16", "int8")
-# Letterbox padding in the input's mean colour normalises to (about) zero, which is what the
-# reference preprocessing pads with; black padding would show the network a dark border.
-IMAGENET_PAD_RGB = (124, 116, 104)
-LITE_PAD_RGB = (127, 127, 127)
-
-
-def pad_rgb_for(config):
-    """The letterbox padding colour of a model: its normalisation mean, rounded."""
-    from efficientdet_tf import factory
-
-    return tuple(int(round(m)) for m in factory.normalization(config)[0])
-
-
-def letterbox(image, size, pad_rgb=IMAGENET_PAD_RGB):
-    """Fits a uint8 picture [H, W, 3] into size = (height, width) keeping its aspect ratio.
-
-    Bilinear resize (no antialias) to floor(H * scale) x floor(W * scale) with scale =
-    min(height / H, width / W), then padding bottom/right with `pad_rgb`. Returns (uint8 [height,
-    width, 3], scale); boxes found on the letterboxed picture divided by `scale` are in the
-    picture's own pixels.
-    """
-    image = np.asarray(image)
-    scale = min(size[0] / image.shape[0], size[1] / image.shape[1])
-    new_h, new_w = max(int(image.shape[0] * scale), 1), max(int(image.shape[1] * scale), 1)
-    resized = tf.image.resize(image, (new_h, new_w), method="bilinear", antialias=False)
-    canvas = np.empty((size[0], size[1], 3), np.uint8)
-    canvas[...] = pad_rgb
-    canvas[:new_h, :new_w] = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
-    return canvas, scale
-
-
-class TFLiteDetector:
-    """Runs an exported detection TFLite file on pictures of any size (uint8 RGB [H, W, 3]).
-
-    Letterboxes each picture to the file's fixed input (see `letterbox`) and maps the boxes back,
-    so it returns what `Detector` returns: detection_boxes in the picture's own pixels,
-    detection_scores, detection_classes (1-based) and num_detections. `pad_rgb` is the model's
-    mean colour: `IMAGENET_PAD_RGB` for D0-D7x, `LITE_PAD_RGB` for the lite models.
-    """
-
-    def __init__(self, path, num_threads=None, pad_rgb=IMAGENET_PAD_RGB):
-        self.interpreter = tf.lite.Interpreter(model_path=os.fspath(path), num_threads=num_threads or os.cpu_count())
-        self.runner = self.interpreter.get_signature_runner("serving_default")
-        shape = self.runner.get_input_details()["images"]["shape"]
-        self.input_size = (int(shape[1]), int(shape[2]))
-        self.pad_rgb = pad_rgb
-
-    def __call__(self, image):
-        canvas, scale = letterbox(image, self.input_size, self.pad_rgb)
-        out = self.runner(images=canvas[None])
-        return {"detection_boxes": out["detection_boxes"][0] / scale, "detection_scores": out["detection_scores"][0],
-                "detection_classes": out["detection_classes"][0].astype(np.int32),
-                "num_detections": np.int32(out["num_detections"][0])}
 
 
 def calibration_images(file_pattern, input_size, count=100, pad_rgb=IMAGENET_PAD_RGB):
     """Yields [uint8 [1, h, w, 3]] from the `image/encoded` pictures of TFRecords matching the pattern,
-    letterboxed to the TFLite input size as `TFLiteDetector` feeds them."""
+    letterboxed to the TFLite input size as `runtime.TFLiteDetector` feeds them."""
     files = tf.io.gfile.glob(file_pattern)
     if not files:
         raise ValueError("no TFRecord file matches --calibration_file_pattern=%r" % file_pattern)

@@ -5,6 +5,7 @@ import functools
 import tensorflow as tf
 
 from efficientdet_tf.ops import box_coder
+from efficientdet_tf.ops.loop_nms import loop_nms
 
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
@@ -142,7 +143,7 @@ def top_class_pairs(class_outputs, num_classes, k):
 
 def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_classes, image_size,
                 mode="global", method="gaussian", iou_threshold=0.5, score_threshold=0.001, sigma=0.5,
-                max_detections=100, max_nms_inputs=0, best_class_reduction="top_k"):
+                max_detections=100, max_nms_inputs=0, best_class_reduction="top_k", nms_kernel="tensorflow"):
     """Turns raw head outputs of a batch into detections.
 
     Per anchor the best class and its logit are kept (or, with `max_nms_inputs` > 0, the
@@ -168,6 +169,8 @@ def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_c
       mode, method, iou_threshold, score_threshold, sigma, max_detections, max_nms_inputs: the NMS
         (the `nms` hparams section; `factory.build_postprocess_fn` fills them in).
       best_class_reduction: 'top_k' (TensorFlow) or 'max_argmax' (TFLite); see `best_class`.
+      nms_kernel: 'tensorflow' (NonMaxSuppressionV5, per picture) or 'loop' (`loop_nms`: the same
+        selection in plain ops, for ONNX; 'global' and 'per_class' modes).
 
     Returns:
       dict with detection_boxes float32 [B, M, 4] ([ymin, xmin, ymax, xmax]), detection_scores
@@ -176,6 +179,11 @@ def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_c
     """
     if mode not in ("global", "per_class", "combined"):
         raise ValueError("NMS mode must be 'global', 'per_class' or 'combined', got %r" % (mode,))
+    if nms_kernel not in ("tensorflow", "loop"):
+        raise ValueError("nms_kernel must be 'tensorflow' or 'loop', got %r" % (nms_kernel,))
+    if nms_kernel == "loop" and mode == "combined":
+        raise ValueError("nms.mode=combined runs TensorFlow's combined NMS, which has no ONNX form here: "
+                         "use nms.mode=global or per_class")
     max_out = int(max_detections)
     params = nms_parameters(method, iou_threshold, score_threshold, sigma)
     batch = tf.shape(box_outputs[0])[0]
@@ -201,13 +209,16 @@ def postprocess(class_outputs, box_outputs, image_scales=None, *, anchors, num_c
             best_logit, classes = best_class(class_outputs, num_classes, best_class_reduction)
         boxes = box_coder.decode(deltas, anchors)
         scores = tf.sigmoid(best_logit)
-        if mode == "per_class":
-            fn = functools.partial(_per_class_nms, max_out=max_out, params=params,
-                                   num_classes=num_classes)
+        if nms_kernel == "loop":
+            boxes, scores, classes, valid = loop_nms(boxes, scores, classes, max_out, params,
+                                                     per_class=mode == "per_class")
         else:
-            fn = functools.partial(_global_nms, max_out=max_out, params=params)
-        boxes, scores, classes, valid = _map_images(
-            fn, (boxes, scores, classes), (tf.float32, tf.float32, tf.int32, tf.int32))
+            if mode == "per_class":
+                fn = functools.partial(_per_class_nms, max_out=max_out, params=params, num_classes=num_classes)
+            else:
+                fn = functools.partial(_global_nms, max_out=max_out, params=params)
+            boxes, scores, classes, valid = _map_images(
+                fn, (boxes, scores, classes), (tf.float32, tf.float32, tf.int32, tf.int32))
     if mode != "per_class":
         boxes = tf.clip_by_value(boxes, 0.0, float(image_size))
     if image_scales is not None:
