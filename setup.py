@@ -25,7 +25,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "jax[cpu]>=0.6", "tensorflow-datasets>=4.9", "nbclient>=0.10", "nbformat>=5.10",
-                 "ipykernel>=6.29"],
+                 "ipykernel>=6.29", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
+        # ONNX export (tf2onnx, onnx) and the ONNX Runtime detector; imported only when used.
+        "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
         "tfds": ["tensorflow-datasets>=4.9"],
         "bench": ["torch", "torchvision", "effdet", "timm", "omegaconf"],
     },

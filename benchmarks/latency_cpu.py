@@ -1,6 +1,6 @@
-"""CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite and `effdet`.
+"""CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite, ONNX and `effdet`.
 
-    python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--xla]
+    python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--no_onnx] [--xla]
                                      [--quantized] [--batch8] [--memory] [--processes N]
 
 Network only and end to end (preprocessing + network + decoding + soft-NMS from a uint8 picture) for
@@ -79,11 +79,32 @@ def tensorflow_fns(args, root):
                              num_calibration_images=32)
         runner = tf.lite.Interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
         fns[label] = functools.partial(lambda run, feed: run(**feed), runner, feed)
+    if not args.no_onnx:
+        fns.update(onnx_fns(folded, detector.config, root, picture, net_input))
     if args.batch8:
         batch = np.random.default_rng(2).integers(0, 256, (8, 512, 512, 3), dtype=np.uint8)
         fns["savedmodel end to end batch8"] = functools.partial(
             lambda serve: [t.numpy() for t in serve(images=tf.constant(batch)).values()],
             tf.saved_model.load(os.path.join(root, "1")).signatures["serving_default"])
+    return fns
+
+
+def onnx_fns(network, config, root, picture, net_input):
+    """{label: fn} for the ONNX files (end to end and network only) in ONNX Runtime, or {} with a message."""
+    try:
+        from efficientdet_tf.export.onnx import export_onnx
+        from efficientdet_tf.runtime.onnx import import_onnxruntime, session_options
+        ort = import_onnxruntime()
+        export_onnx(network, config, os.path.join(root, "d0.onnx"))
+        export_onnx(network, config, os.path.join(root, "d0_network.onnx"), network_only=True)
+    except (ImportError, ValueError) as e:
+        print("ONNX skipped: %s" % e)
+        return {}
+    fns = {}
+    for name, label, feed in (("d0.onnx", "onnx end to end", {"images": picture}),
+                              ("d0_network.onnx", "onnx network", {"normalized_images": net_input})):
+        session = ort.InferenceSession(os.path.join(root, name), session_options())
+        fns[label] = functools.partial(lambda run, feed: run(None, feed), session.run, feed)
     return fns
 
 
@@ -155,6 +176,7 @@ def main():
                         "of each round is not counted (cache refill after the previous candidate)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     parser.add_argument("--no_peer", action="store_true")
+    parser.add_argument("--no_onnx", action="store_true", help="skip the ONNX files (needs the onnx extra)")
     parser.add_argument("--xla", action="store_true", help="also time the XLA-compiled SavedModel "
                         "(about 10x slower on CPU)")
     parser.add_argument("--quantized", action="store_true", help="also time fp16 and int8 TFLite files")

@@ -1,4 +1,4 @@
-"""efficientdet-eval: COCO metrics of a checkpoint, model dir or SavedModel on validation data.
+"""efficientdet-eval: COCO metrics of a checkpoint, model dir, SavedModel, TFLite or ONNX file on validation data.
 
 Example:
   efficientdet-eval --checkpoint=demo_out/model --val_file_pattern='demo_out/shapes/val-*.tfrecord' \
@@ -14,8 +14,8 @@ from efficientdet_tf.cli import common
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "What to evaluate: a trainer model dir (with config.yaml), a "
                     "SavedModel dir (or its base dir of numeric versions), a detection .tflite file (its "
-                    "model's --model_name sets the letterbox colour), or a bare checkpoint (official "
-                    "TF1 dir, ckpt-N prefix, .keras/.weights.h5: needs --model_name).")
+                    "model's --model_name sets the letterbox colour), an .onnx file, a .keras file, or a "
+                    "bare checkpoint (official TF1 dir, ckpt-N prefix, .weights.h5: needs --model_name).")
 flags.DEFINE_string("val_file_pattern", "", "Validation TFRecords (glob, comma-separated).")
 flags.DEFINE_string("tfds_name", "", "A TFDS source instead of TFRecords, e.g. coco/2017 "
                     "(needs the tfds extra).")
