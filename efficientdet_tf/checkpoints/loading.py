@@ -107,13 +107,14 @@ def load_weights(model, checkpoint, use_ema=True):
       (with `use_ema`, the default) and the batch-norm statistics.
     - another TF object-based checkpoint (prefix, directory or .index) written with
       `tf.train.Checkpoint(model=model)`.
-    - an official TF1 name-based checkpoint (EMA weights), via `load_official_checkpoint`.
+    - an official TF1 name-based checkpoint (EMA weights), via `load_official_checkpoint`, or the
+      name of an official one ('efficientdet-d0'), fetched into the cache the first time.
     """
     import tensorflow as tf
 
     from efficientdet_tf.checkpoints.official import load_official_checkpoint
 
-    path = os.fspath(checkpoint)
+    path = resolve_pretrained(checkpoint)
     if path.endswith((".keras", ".h5")):
         model.load_weights(path)
         return
@@ -129,22 +130,16 @@ def load_weights(model, checkpoint, use_ema=True):
 
 
 def resolve_pretrained(name_or_path):
-    """A checkpoint path for --pretrained_ckpt: a path as it is, or a model name ('efficientdet-d0')
-    whose official COCO checkpoint is downloaded once into the Keras cache."""
+    """A checkpoint path: a path as it is, or a model name ('efficientdet-d0') whose official COCO
+    checkpoint is fetched once into the cache (`checkpoints.download.fetch_official`)."""
     from efficientdet_tf.checkpoints.official import OFFICIAL_URLS
 
     path = os.fspath(name_or_path)
     if os.path.exists(path) or os.path.exists(path + ".index") or path not in OFFICIAL_URLS:
         return path
-    import keras
+    from efficientdet_tf.checkpoints.download import fetch_official
 
-    try:
-        folder = keras.utils.get_file(origin=OFFICIAL_URLS[path], extract=True)
-    except Exception as e:  # offline, proxy, disk: one line
-        raise CheckpointError("cannot download the official %s checkpoint (%s); pass a local path"
-                              % (path, str(e).splitlines()[0] if str(e) else type(e).__name__)) from None
-    inner = os.path.join(folder, path)
-    return inner if os.path.isdir(inner) else folder
+    return fetch_official(path)
 
 
 def load_pretrained(model, checkpoint):
