@@ -202,11 +202,27 @@ def test_bad_input_fails_before_training(records, tmp_path, d0_reference_dir):
     for kwargs, expected in cases:
         with pytest.raises(TrainError, match=expected):
             train(config, str(tmp_path / "model"), train_steps=2, **kwargs)
+    with pytest.raises(TrainError, match=r"label map .*train_label_map.yaml has ids up to 5 but num_classes is 3"):
+        train(config.replace("num_classes=3"), str(tmp_path / "model"), train_steps=2, train_file_pattern=records)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(TrainError, match=r"model_dir .*a_file/model is not writable"):
+        train(config, str(tmp_path / "a_file" / "model"), train_steps=2, train_file_pattern=records)
     lite = get_config("efficientdet-lite0", SMALL)
     with pytest.raises(TrainError, match="efficientnet-b0 backbone but the model uses efficientnet-lite0"):
         train(lite, str(tmp_path / "lite"), train_file_pattern=records, train_steps=2,
               pretrained_ckpt=d0_reference_dir)
     assert not glob.glob(str(tmp_path / "*" / "ckpt-*"))
+
+
+def test_full_disk_fails_before_training(records, tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 9 << 20, 1 << 20))
+    with pytest.raises(TrainError, match=r"has 1.0 MB free, the checkpoints of this run need about"):
+        train(get_config("efficientdet-d0", SMALL), str(tmp_path / "model"), train_steps=2, train_file_pattern=records)
+    assert not glob.glob(str(tmp_path / "model" / "ckpt-*"))
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):

@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 import tensorflow as tf
 import yaml
 
@@ -101,6 +103,33 @@ def check_model_dir(model_dir, config):
                          "(%s); use another --model_dir" % (
                              model_dir, saved.get("name"), saved.get("num_classes", -1), config.name,
                              config.num_classes, "; ".join(diffs[:4])))
+
+
+def check_writable(model_dir):
+    """Refuses, before any step, a local model_dir that cannot be created or written."""
+    if "://" in os.fspath(model_dir):
+        return  # object stores (gs://, s3://) answer on the first write
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, ".write_probe_%d" % os.getpid())
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise TrainError("model_dir %s is not writable (%s): choose another --model_dir"
+                         % (model_dir, e.strerror or e)) from None
+
+
+def check_free_space(model_dir, model, keep_checkpoints):
+    """Refuses a local model_dir without room for the checkpoints the run keeps (weights, EMA and
+    momentum in float32, `keep_checkpoints` + 1 of them while a save replaces the oldest)."""
+    if "://" in os.fspath(model_dir):
+        return
+    needed = 3 * 4 * sum(int(np.prod(w.shape)) for w in model.weights) * (int(keep_checkpoints) + 1)
+    free = shutil.disk_usage(model_dir).free
+    if free < needed:
+        raise TrainError("model_dir %s has %.1f MB free, the checkpoints of this run need about %.1f MB: "
+                         "free some space or choose another --model_dir" % (model_dir, free / 2**20, needed / 2**20))
 
 
 def write_config(model_dir, config):

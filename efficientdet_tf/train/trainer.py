@@ -295,8 +295,24 @@ class TrainingRun:
         if opts.seed is not None:
             keras.utils.set_random_seed(int(opts.seed))
         self._set_up_input()
+        self._check_labels()
         checkpointing.check_model_dir(self.model_dir, self.config)
+        checkpointing.check_writable(self.model_dir)
         self._set_up_model()
+        checkpointing.check_free_space(self.model_dir, self.model, opts.keep_checkpoints)
+
+    def _check_labels(self):
+        """Refuses records whose label map (written beside them by the converters) has ids above
+        num_classes; without one, the input pipeline stops at the first such record, naming it."""
+        from efficientdet_tf.eval.evaluator import records_label_map
+
+        if self.pipeline.tfds_name:
+            return
+        found = records_label_map(self.pipeline.list_files()[0])
+        if found and max(found[1]) > self.config.num_classes:
+            raise TrainError("the training records' label map %s has ids up to %d but num_classes is %d: "
+                             "set --hparams=num_classes=%d" % (found[0], max(found[1]), self.config.num_classes,
+                                                               max(found[1])))
 
     def _set_up_input(self):
         from efficientdet_tf.data.pipeline import InputPipeline
