@@ -55,6 +55,13 @@ class ServingModule(tf.Module):
             return self._detect(*self._decode_batch(image_bytes))
 
         def tf_example_fn(serialized_example):
+            # Parse the wire format first: ParseExample's own error quotes the raw bytes, which a
+            # Python client cannot even decode (UnicodeDecodeError); this one names the problem.
+            proto_check = tf.io.decode_proto(serialized_example, "tensorflow.Example", ["features"], [tf.string],
+                                             name="serialized_example_is_not_a_tf_Example")
+            # An assert is stateful, so the graph optimiser keeps it and the check before the parse.
+            with tf.control_dependencies([tf.debugging.assert_non_negative(proto_check.sizes)]):
+                serialized_example = tf.identity(serialized_example)
             features = tf.io.parse_example(
                 serialized_example, {schema.ENCODED: tf.io.FixedLenFeature([], tf.string)})
             return self._detect(*self._decode_batch(features[schema.ENCODED]))

@@ -2,6 +2,10 @@
 
 import tensorflow as tf
 
+# The preprocessing normalises at full size (the reference order), 12 bytes per pixel: a picture
+# above 8192 x 8192 would take gigabytes for one request. Larger ones are refused in one line.
+MAX_PICTURE_PIXELS = 8192 * 8192
+
 
 def normalize_image(image, mean_rgb, stddev_rgb):
     """Normalises an RGB image (any real or integer dtype, values in 0..255) to float32.
@@ -61,17 +65,21 @@ def preprocess_images(images, image_size, mean_rgb, stddev_rgb):
     (floor(h*scale), floor(w*scale)), pad bottom/right with zeros to S x S (S = image_size).
 
     Args:
-      images: uint8 (or float in 0..255) [B, H, W, 3], H and W >= 1.
+      images: uint8 (or float in 0..255) [B, H, W, 3], H and W >= 1, H * W <= MAX_PICTURE_PIXELS.
       image_size: network input side S.
       mean_rgb, stddev_rgb: the model's normalisation (see `normalize_image`).
 
     Returns:
       (inputs float32 [B, S, S, 3], image_scales float32 [B] = 1/scale, original pixels per input pixel).
     """
-    images = tf.convert_to_tensor(images)
+    # Checked when the graph runs, too: a loaded SavedModel signature does not check shapes itself.
+    images = tf.ensure_shape(tf.convert_to_tensor(images), [None, None, None, 3], name="images")
     shape = tf.shape(images)
-    with tf.control_dependencies([tf.debugging.assert_positive(
-            shape[1:3], message="image height and width must be at least 1 pixel")]):
+    pixels = tf.cast(shape[1], tf.int64) * tf.cast(shape[2], tf.int64)
+    with tf.control_dependencies([
+            tf.debugging.assert_positive(shape[1:3], message="image height and width must be at least 1 pixel"),
+            tf.debugging.assert_less_equal(pixels, tf.constant(MAX_PICTURE_PIXELS, tf.int64), message=(
+                "picture larger than %d pixels (8192 x 8192): resize it before sending" % MAX_PICTURE_PIXELS))]):
         x = normalize_image(images, mean_rgb, stddev_rgb)
     x, image_scale = resize_and_pad(x, image_size)
     return x, tf.fill([shape[0]], image_scale)
