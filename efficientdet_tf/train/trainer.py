@@ -16,6 +16,7 @@ from efficientdet_tf.config import Config, ConfigError, get_config
 from efficientdet_tf.train import checkpointing, schedules, strategy as strategy_lib
 from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
 from efficientdet_tf.train.optimizer import build_optimizer
+from efficientdet_tf.train.preemption import Preempted, PreemptionWatch
 from efficientdet_tf.train.summaries import SummaryWriter
 from efficientdet_tf.train.train_step import build_train_step, build_training_model
 
@@ -184,7 +185,8 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
       total_loss), 'learning_rate', 'pictures_per_second' (steady state, this run), 'checkpoint'
       (newest prefix), 'model_dir', 'resumed_from' (prefix or None), 'pretrained' (load report or
       None), 'frozen' (names), 'evaluations' ([(step, metrics)]), 'best' (dict or None),
-      'history' ([(step, det_loss, total_loss)] of every step of this run).
+      'history' ([(step, det_loss, total_loss)] of every step of this run), 'preempted' (True when
+      a SIGTERM stopped the run: every worker saved the checkpoint of that step; rerun to resume).
 
     Raises:
       TrainError: bad input, found before any training step (one line); NonFiniteLossError when the
@@ -202,6 +204,7 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
                          pretrained_ckpt=pretrained_ckpt, freeze=freeze, seed=seed, deterministic=deterministic,
                          use_xla=use_xla, eval_fn=eval_fn, eval_every=eval_every, progress=progress,
                          summary_every=summary_every)
+    run = None
     try:
         run = TrainingRun(config, model_dir, options)
         run.set_up()
@@ -209,6 +212,8 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
         run.run_steps()
         return run.finish()
     finally:
+        if run is not None and run.preemption is not None:
+            run.preemption.close()
         if deterministic and not was_deterministic:
             tf_config.disable_op_determinism()
 
@@ -262,6 +267,8 @@ class TrainingRun:
         self.last_good = None
         self.saved_step = None
         self.steady_times = []
+        self.preempted = False
+        self.preemption = None
 
     # ---- set up --------------------------------------------------------------------------------
 
@@ -379,6 +386,7 @@ class TrainingRun:
         if self.resumed_from and self.chief:
             print("resuming from %s (step %d)" % (self.resumed_from, self.step), flush=True)
         self._build_input()
+        self.preemption = PreemptionWatch(self.strategy, self.checkpointer.manager, self.save)
         self.train_step = build_train_step(
             self.strategy, self.model, self.optimizer, self.trainable, factory.build_loss_fn(self.config),
             float(self.config.loss.weight_decay), float(self.config.train.clip_gradients_norm),
@@ -441,6 +449,13 @@ class TrainingRun:
                 self.save()
             if opts.eval_every and self.step % opts.eval_every == 0:
                 self.evaluate()
+            try:
+                self.preemption.check()
+            except Preempted:
+                self.preempted = True
+                print("\npreempted (SIGTERM): saved %s at step %d; rerun the same command to resume"
+                      % (self.last_good or "the checkpoint", self.step), flush=True)
+                break
         if self.saved_step != self.step and self.step > 0:
             self.save()
         self.writer.flush()
@@ -503,7 +518,10 @@ class TrainingRun:
         """The summary dict that `train` returns."""
         times = self.steady_times
         rate = self.global_batch * len(times) / sum(times) if times else float("nan")
-        return {"step": self.step, "losses": self.values, "learning_rate": self.lr, "pictures_per_second": rate,
+        if self.preemption is not None:
+            self.preemption.close()
+        return {"step": self.step, "preempted": self.preempted, "losses": self.values, "learning_rate": self.lr,
+                "pictures_per_second": rate,
                 "checkpoint": self.last_good, "model_dir": self.model_dir, "resumed_from": self.resumed_from,
                 "pretrained": self.pretrained, "frozen": self.frozen, "evaluations": self.evaluations,
                 "best": self.best, "history": self.history}
