@@ -101,7 +101,7 @@ def test_every_kind_opens_with_one_call(keras_detector, onnx_files, tmp_path, d0
 
     picture = synthetic_picture(SIZE, SIZE, 12)
     want = keras_detector(picture)
-    saved = export_saved_model(keras_detector.model, keras_detector.config, str(tmp_path / "export"), version=2)
+    export_saved_model(keras_detector.model, keras_detector.config, str(tmp_path / "export"), version=2)
     keras_file = str(tmp_path / "d0.keras")
     keras_detector.model.save(keras_file)
     opened = {"saved_model": load_detector(str(tmp_path / "export")), "keras": load_detector(keras_file),

@@ -19,10 +19,16 @@ import json, sys
 from efficientdet_tf.train.trainer import train
 from efficientdet_tf.config import get_config
 
-records, model_dir, overrides, strategy, steps = sys.argv[1:6]
-result = train(get_config("efficientdet-d0", json.loads(overrides)), model_dir, train_file_pattern=records,
-               train_steps=int(steps), save_every=2, strategy=strategy or None, seed=7, deterministic=True,
-               progress=False)
+from efficientdet_tf.train.errors import TrainError
+
+records, model_dir, overrides, strategy, steps, timeout = sys.argv[1:7]
+try:
+    result = train(get_config("efficientdet-d0", json.loads(overrides)), model_dir, train_file_pattern=records,
+                   train_steps=int(steps), save_every=2, strategy=strategy or None, seed=7, deterministic=True,
+                   progress=False, collective_timeout=float(timeout))
+except TrainError as e:
+    print("TRAINERROR " + str(e))
+    sys.exit(3)
 print("RESULTS " + json.dumps({"step": result["step"], "preempted": result["preempted"],
                                "history": result["history"], "resumed_from": result["resumed_from"]}))
 """
@@ -33,12 +39,12 @@ def records(tmp_path_factory):
     return make_shapes_records(tmp_path_factory.mktemp("shapes"))
 
 
-def _start(records, model_dir, strategy, steps, workers=None, index=0):
-    env = _env()
+def _start(records, model_dir, strategy, steps, workers=None, index=0, timeout=300, **env_extra):
+    env = _env(**env_extra)
     if workers:
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
     return subprocess.Popen([sys.executable, "-c", SCRIPT, records, model_dir, json.dumps(SMALL), strategy,
-                             str(steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                             str(steps), str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
 def _wait_for(path, processes, limit=600):
@@ -96,3 +102,34 @@ def test_sigterm_to_one_worker_saves_every_worker_at_one_step(records, tmp_path)
     for result, _ in resumed:
         assert result["resumed_from"].endswith("ckpt-%d" % chief["step"])
         assert [h[0] for h in result["history"]] == [chief["step"] + 1, chief["step"] + 2]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_other_within_the_timeout(records, tmp_path):
+    from efficientdet_tf.train.checkpointing import KILL_ENV
+
+    model_dir = str(tmp_path / "model")
+    workers = ["localhost:%d" % port for port in _free_ports(2)]
+    chief = _start(records, model_dir, "multi_worker", 40, workers, 0, timeout=20)
+    lost = _start(records, model_dir, "multi_worker", 40, workers, 1, timeout=20, **{KILL_ENV: "step:5"})
+    try:
+        lost.communicate(timeout=600)
+        assert lost.returncode == -signal.SIGKILL
+        killed_at = time.monotonic()
+        stdout, stderr = chief.communicate(timeout=300)
+        waited = time.monotonic() - killed_at
+    finally:
+        for p in (chief, lost):
+            if p.poll() is None:
+                p.kill()
+    print("\nthe chief stopped %.1f s after its peer was killed, exit %s:\n%s\n%s" % (
+        waited, chief.returncode, stdout[-1500:], stderr[-3000:]))
+    assert chief.returncode == 3, stderr[-3000:]
+    line = [l for l in stdout.splitlines() if l.startswith("TRAINERROR ")][0]
+    assert "lost contact with worker 1 of the cluster at step" in line, line
+    assert "the last checkpoint is %s" % os.path.join(model_dir, "ckpt-4") in line, line
+    assert waited < 20 + 60
+    workers = ["localhost:%d" % port for port in _free_ports(2)]
+    resumed = _finish([_start(records, model_dir, "multi_worker", 6, workers, i) for i in range(2)])
+    for result, _ in resumed:
+        assert result["resumed_from"].endswith("ckpt-4") and [h[0] for h in result["history"]] == [5, 6]

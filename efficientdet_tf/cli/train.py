@@ -20,6 +20,8 @@ flags.DEFINE_enum("strategy", "", ["", "one_device", "mirrored", "multi_worker",
                   "'' picks one device (or mirrored over several GPUs); multi_worker reads TF_CONFIG "
                   "(worker 0 is the chief; run the same command on every worker).")
 flags.DEFINE_string("tpu", "", "TPU name or grpc address for --strategy=tpu.")
+flags.DEFINE_float("collective_timeout", 300.0, "--strategy=multi_worker: seconds an all-reduce waits for the other "
+                   "workers; when one is lost the others stop, naming it and the checkpoint to resume from.")
 flags.DEFINE_enum("mixed_precision", None, ["float32", "float16", "bfloat16"],
                   "Compute precision (default: train.mixed_precision).")
 flags.DEFINE_string("pretrained_ckpt", "", "Start from: an official checkpoint, a backbone-only EfficientNet "
@@ -54,7 +56,7 @@ def main(argv):
     from efficientdet_tf.train import strategy as strategy_lib
     from efficientdet_tf.train.errors import TrainError
     try:
-        strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu or None)
+        strategy = strategy_lib.get_strategy(FLAGS.strategy, FLAGS.tpu or None, FLAGS.collective_timeout)
     except TrainError as e:
         raise common.UsageError(str(e)) from None
 

@@ -10,12 +10,19 @@ from efficientdet_tf.train.errors import TrainError
 STRATEGIES = ("", "one_device", "mirrored", "multi_worker", "tpu")
 
 
-def get_strategy(name="", tpu=None):
+# Seconds a collective (the gradient all-reduce) may wait for the other workers before it fails:
+# a worker that died must not leave the others waiting forever.
+DEFAULT_COLLECTIVE_TIMEOUT = 300.0
+
+
+def get_strategy(name="", tpu=None, collective_timeout=DEFAULT_COLLECTIVE_TIMEOUT):
     """Builds the strategy `name` ('' picks: mirrored over several GPUs, else one device).
 
     'multi_worker' reads the cluster from TF_CONFIG (worker 0 is the chief); it must be created
-    before TensorFlow runs anything else in the process. 'tpu' resolves `tpu` (a name or grpc
-    address; empty: the local TPU or the one the environment names).
+    before TensorFlow runs anything else in the process. Its collectives give up after
+    `collective_timeout` seconds (0: wait forever), so the survivors of a lost worker stop.
+    'tpu' resolves `tpu` (a name or grpc address; empty: the local TPU or the one the environment
+    names).
     """
     if isinstance(name, tf.distribute.Strategy):
         return name
@@ -37,7 +44,9 @@ def get_strategy(name="", tpu=None):
             raise TrainError("--strategy=multi_worker needs TF_CONFIG with a cluster of workers "
                              "(e.g. {\"cluster\": {\"worker\": [\"host:port\", ...]}, \"task\": "
                              "{\"type\": \"worker\", \"index\": 0}})")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=float(collective_timeout) if collective_timeout else None)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -63,3 +72,12 @@ def worker_id(strategy):
     if resolver is None or resolver.task_type is None:
         return "worker_0"
     return "%s_%d" % (resolver.task_type, resolver.task_id)
+
+
+def is_multi_worker(strategy):
+    """True for a MultiWorkerMirroredStrategy with a cluster of more than one worker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    return len(resolver.cluster_spec().as_dict().get("worker", [])) + len(
+        resolver.cluster_spec().as_dict().get("chief", [])) > 1

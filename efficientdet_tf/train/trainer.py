@@ -144,7 +144,7 @@ def _format_losses(values):
 def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_steps=None, num_epochs=None,
           batch_size=None, save_every=1000, keep_checkpoints=5, strategy=None, tpu=None, pretrained_ckpt=None,
           freeze=None, seed=None, deterministic=False, use_xla=False, eval_fn=None, eval_every=0,
-          progress=True, summary_every=100):
+          progress=True, summary_every=100, collective_timeout=strategy_lib.DEFAULT_COLLECTIVE_TIMEOUT):
     """Trains (or resumes training) an EfficientDet; returns a summary of the run.
 
     Rerunning with the same `model_dir` continues from its newest `ckpt-<step>`: same step,
@@ -179,6 +179,9 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
       eval_every: steps between evaluations (0: never).
       progress: show a progress bar (chief only).
       summary_every: steps between TensorBoard scalar summaries.
+      collective_timeout: seconds a multi-worker all-reduce waits for the other workers (0: for
+        ever); when one is lost, the others stop with a TrainError that names it and the
+        checkpoint to resume from.
 
     Returns:
       dict: 'step' (final), 'losses' (last step's cls_loss, box_loss, det_loss, reg_loss,
@@ -201,6 +204,7 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
     options = RunOptions(train_file_pattern=train_file_pattern, tfds_name=tfds_name, train_steps=train_steps,
                          num_epochs=num_epochs, batch_size=batch_size, save_every=save_every,
                          keep_checkpoints=keep_checkpoints, strategy=strategy, tpu=tpu,
+                         collective_timeout=collective_timeout,
                          pretrained_ckpt=pretrained_ckpt, freeze=freeze, seed=seed, deterministic=deterministic,
                          use_xla=use_xla, eval_fn=eval_fn, eval_every=eval_every, progress=progress,
                          summary_every=summary_every)
@@ -231,6 +235,7 @@ class RunOptions:
     keep_checkpoints: int = 5
     strategy: object = None
     tpu: str = None
+    collective_timeout: float = strategy_lib.DEFAULT_COLLECTIVE_TIMEOUT
     pretrained_ckpt: str = None
     freeze: str = None
     seed: int = None
@@ -276,7 +281,7 @@ class TrainingRun:
         """Strategy, config, input, model, optimizer and checkpointer; every check before a step."""
         opts = self.options
         # A multi-worker strategy must exist before TensorFlow runs anything else in the process.
-        self.strategy = strategy_lib.get_strategy(opts.strategy or "", opts.tpu)
+        self.strategy = strategy_lib.get_strategy(opts.strategy or "", opts.tpu, opts.collective_timeout)
         try:
             self.config = _resolve_config(self.config, opts.batch_size, opts.seed, opts.deterministic,
                                           opts.train_file_pattern, opts.tfds_name)
@@ -422,9 +427,15 @@ class TrainingRun:
         self.lr = float(self.optimizer.learning_rate.numpy())
         while self.step < self.total_steps:
             start = time.perf_counter()
-            batch = self._next_batch()
-            out = self.train_step(batch)
-            self.values = {k: float(v.numpy()) for k, v in out.items()}
+            try:  # the distributed iterator and the step both wait on the other workers
+                batch = self._next_batch()
+                out = self.train_step(batch)
+                self.values = {k: float(v.numpy()) for k, v in out.items()}
+            except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError,
+                    tf.errors.CancelledError, tf.errors.InternalError) as e:
+                if not strategy_lib.is_multi_worker(self.strategy):
+                    raise
+                raise TrainError(self._lost_worker_message(e)) from None
             self.consumed += 1
             lr_used, previous = self.lr, self.step
             self.step = int(self.optimizer.iterations.numpy())
@@ -459,6 +470,18 @@ class TrainingRun:
         if self.saved_step != self.step and self.step > 0:
             self.save()
         self.writer.flush()
+
+    def _lost_worker_message(self, error):
+        """One line for a multi-worker step that failed because a peer stopped answering."""
+        message = getattr(error, "message", None) or str(error)
+        tasks = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", message)))
+        mine = strategy_lib.worker_id(self.strategy).rsplit("_", 1)
+        lost = [t for t in tasks if [t[0], t[1]] != mine]
+        who = ", ".join("%s %s" % t for t in lost) if lost else "another worker"
+        return ("lost contact with %s of the cluster at step %d (%s: %s); the last checkpoint is %s: "
+                "rerun every worker to resume from it" % (
+                    who, self.step + 1, type(error).__name__, message.strip().splitlines()[0][:200],
+                    tf.train.latest_checkpoint(self.model_dir) or "none (the run starts over)"))
 
     def _next_batch(self):
         try:
