@@ -30,16 +30,26 @@ def keras_detector(d0_reference_dir):
     return load_detector(d0_reference_dir, model_name="efficientdet-d0", hparams="image_size=%d" % SIZE)
 
 
+class _Files(dict):
+    """ONNX files of the folded D0, each exported when a test first asks for it."""
+
+    def __init__(self, detector, folder):
+        super().__init__()
+        self.detector, self.folder = detector, folder
+
+    def __missing__(self, kind):
+        from efficientdet_tf.export.onnx import export_onnx
+        from efficientdet_tf.export.saved_model import fold_and_check
+
+        network = fold_and_check(self.detector.model, self.detector.config)
+        self[kind] = export_onnx(network, self.detector.config, str(self.folder / (kind + ".onnx")),
+                                 network_only=kind == "network_only")
+        return self[kind]
+
+
 @pytest.fixture(scope="module")
 def onnx_files(keras_detector, tmp_path_factory):
-    from efficientdet_tf.export.onnx import export_onnx
-    from efficientdet_tf.export.saved_model import fold_and_check
-
-    folder = tmp_path_factory.mktemp("onnx")
-    network = fold_and_check(keras_detector.model, keras_detector.config)
-    return {"end_to_end": export_onnx(network, keras_detector.config, str(folder / "d0.onnx")),
-            "network_only": export_onnx(network, keras_detector.config, str(folder / "d0_network.onnx"),
-                                        network_only=True)}
+    return _Files(keras_detector, tmp_path_factory.mktemp("onnx"))
 
 
 def test_onnx_end_to_end_matches_keras_on_other_sizes_and_batches(keras_detector, onnx_files):
@@ -66,6 +76,7 @@ def test_onnx_end_to_end_matches_keras_on_other_sizes_and_batches(keras_detector
     assert matched_fraction(_per_picture(mixed, 1), keras_detector(pictures[2])) >= 0.99
 
 
+@pytest.mark.slow
 def test_onnx_network_only_gives_raw_outputs_and_detections(keras_detector, onnx_files):
     import onnxruntime
 
@@ -86,6 +97,7 @@ def test_onnx_network_only_gives_raw_outputs_and_detections(keras_detector, onnx
     assert matched_fraction(detector(picture), keras_detector(picture)) >= 0.99
 
 
+@pytest.mark.slow
 def test_onnx_per_class_nms_matches_tensorflow(keras_detector, tmp_path):
     from efficientdet_tf.export.onnx import export_onnx
     from efficientdet_tf.runtime import Detector
@@ -96,6 +108,7 @@ def test_onnx_per_class_nms_matches_tensorflow(keras_detector, tmp_path):
     assert matched_fraction(load_detector(path)(picture), per_class(picture)) >= 0.99
 
 
+@pytest.mark.slow
 def test_every_kind_opens_with_one_call(keras_detector, onnx_files, tmp_path, d0_reference_dir):
     from efficientdet_tf.export.saved_model import export_saved_model
 
@@ -130,6 +143,7 @@ def test_missing_onnxruntime_is_one_clear_line(tmp_path, onnx_files):
         in out.stdout, out.stdout + out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_eval_and_infer_take_onnx_files(onnx_files, keras_detector, tmp_path):
     from efficientdet_tf.eval.evaluator import evaluate
     from tfrecord_tools.example_writer import make_example, write_records

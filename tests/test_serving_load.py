@@ -70,6 +70,7 @@ def _run(call):
         return None, e
 
 
+@pytest.mark.slow
 def test_sixteen_clients_with_bad_requests_among_them(signatures):
     good, bad = _requests(signatures[1])
     alone = {name: _run(call)[0] for name, call in good.items()}

@@ -7,6 +7,7 @@ decoding are the ones TensorFlow runs; only the NMS differs in form (`ops.loop_n
 """
 
 import json
+import logging
 
 import tensorflow as tf
 
@@ -37,8 +38,6 @@ def export_onnx(network, config, path, network_only=False, opset=OPSET):
     signature), for users who bring their own decoding and NMS (TensorRT's EfficientNMS plugin).
     The model's Config is stored in the file's metadata (`runtime.onnx.CONFIG_KEY`).
     """
-    from absl import logging as absl_logging
-
     onnx, tf2onnx = import_converter()
     if network_only:
         size = config.image_size
@@ -47,9 +46,10 @@ def export_onnx(network, config, path, network_only=False, opset=OPSET):
     else:
         fn = tf.function(lambda images: detect_images(network, config, images, runtime="onnx"),
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    tf2onnx.logging.set_level(absl_logging.ERROR)
+    tf2onnx.logging.set_level(logging.ERROR)  # its INFO lines list every rewrite of the graph
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONFIG_KEY, json.dumps(config.as_dict())
     onnx.save(proto, path)
     return path
+
