@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from efficientdet_tf.eval import coco_metrics
 from efficientdet_tf.eval.evaluator import EvalError, Evaluator, evaluate, make_eval_fn
-from efficientdet_tf.runtime import Detector, load_detector
+from efficientdet_tf.runtime import Detector
 from helpers import synthetic_picture
 from tfrecord_tools.example_writer import make_example, write_records
 
@@ -149,7 +149,7 @@ def test_other_class_count_than_the_records(records, detector, saved_model, tmp_
     small = Detector("efficientdet-lite0", image_size=128, num_classes=3)
     with pytest.raises(EvalError, match=r"class ids the model \(3 classes\) does not predict"):
         evaluate(small, val_file_pattern=records, progress=False)
-    small_network = load_detector(small.model)
+    small_network = small.model  # opened by the evaluator: the network path
     with pytest.raises(EvalError, match=r"class ids the model \(3 classes\) does not predict.*record #0"):
         Evaluator(small.config, val_file_pattern=records).evaluate(small_network)
 
@@ -197,7 +197,9 @@ def test_tfds_split_on_both_paths():
     tfds = pytest.importorskip("tensorflow_datasets")
     detector = Detector("efficientdet-lite0", image_size=128, num_classes=20)
     with tfds.testing.mock_data(num_examples=3):
-        network = evaluate(detector.model, tfds_name="voc/2007", progress=False).metrics
+        # The detector runs its own NMS: the network gets the same one (eval.nms_preset=config).
+        network = evaluate(detector.model, tfds_name="voc/2007", hparams="eval.nms_preset=config",
+                           progress=False).metrics
         pictures = evaluate(detector, tfds_name="voc/2007", progress=False).metrics
     assert network["num_pictures"] == pictures["num_pictures"] == 3
     for key in coco_metrics.METRIC_KEYS:

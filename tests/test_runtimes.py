@@ -124,7 +124,7 @@ def test_every_kind_opens_with_one_call(keras_detector, onnx_files, tmp_path, d0
     assert opened["saved_model"].kind == "saved_model" and opened["saved_model"].num_classes == 90
     with pytest.raises(LoadError, match="does not exist"):
         load_detector(str(tmp_path / "missing.onnx"))
-    with pytest.raises(LoadError, match="model_name is needed"):
+    with pytest.raises(LoadError, match="--model_name is needed"):
         load_detector(d0_reference_dir)
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     with pytest.raises(LoadError, match="cannot open the ONNX file .*broken.onnx"):

@@ -87,7 +87,6 @@ def main(argv):
     from efficientdet_tf.data.label_map import label_map_path, load_label_map
     from efficientdet_tf.eval import coco_metrics
     from efficientdet_tf.eval.evaluator import Evaluator
-    from efficientdet_tf.runtime import load_detector
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
     from efficientdet_tf.model.efficientdet import build_model
     from efficientdet_tf.train.trainer import train
@@ -143,7 +142,7 @@ def main(argv):
     step("4. COCO evaluation on the held-out pictures (EMA weights)")
     t = time.time()
     evaluator = Evaluator(config, val_file_pattern=",".join(records["val"]))
-    report = evaluator.evaluate(load_detector(model_dir), output_dir=os.path.join(out, "eval"), progress=True)
+    report = evaluator.evaluate(model_dir, output_dir=os.path.join(out, "eval"), progress=True)
     metrics = report.metrics
     print(coco_metrics.format_metrics(metrics))
     print()

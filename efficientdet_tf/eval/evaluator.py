@@ -1,11 +1,13 @@
 """COCO evaluation of any detector `runtime.load_detector` opens, on validation data.
 
 Two ways to run the model, both ending in the same COCOeval:
-- a Keras detector (checkpoint, model dir, `.keras` file, built model): the evaluation input
-  pipeline (`InputPipeline(is_training=False)`) in batches, `detect_normalised`, ground truth from
-  its `groundtruths` labels;
-- any other runtime (SavedModel, TFLite, ONNX): each record is decoded and the picture goes in as
-  it is, so the file's own preprocessing and NMS run.
+- a network the evaluator opens (checkpoint, model dir, `.keras` file, built Keras model): the
+  evaluation input pipeline (`InputPipeline(is_training=False)`) in batches, `detect_normalised`
+  with the evaluation's post-processing (`eval.nms_preset`), ground truth from its `groundtruths`
+  labels;
+- a detector passed in (any runtime) and every file that carries its own NMS (SavedModel,
+  TFLite, ONNX): each record is decoded and the picture goes in as it is, so the detector's own
+  preprocessing and NMS run.
 """
 
 import json
@@ -16,7 +18,7 @@ import numpy as np
 
 from efficientdet_tf.eval import coco_metrics
 from efficientdet_tf.eval.coco_format import coco_results
-from efficientdet_tf.runtime import LoadError, load_detector
+from efficientdet_tf.runtime import BaseDetector, LoadError, load_detector
 
 _SHARD_SUFFIX = re.compile(r"(-\d+-of-\d+)?\.(tfrecord|record|tfrec)(\.gz)?$")
 
@@ -209,8 +211,8 @@ class Evaluator:
             yield (_image_id(example["source_id"]), {k: np.asarray(v)[0] for k, v in outputs.items()},
                    gt, picture)
 
-    def _stream(self, detector, keep_pictures):
-        stream = self._network_stream if detector.kind == "keras" else self._picture_stream
+    def _stream(self, detector, keep_pictures, as_network):
+        stream = self._network_stream if as_network and detector.kind == "keras" else self._picture_stream
         limit = int(self.config.eval.max_pictures)
         for index, item in enumerate(stream(detector, keep_pictures)):
             if limit and index >= limit:
@@ -231,12 +233,17 @@ class Evaluator:
     def evaluate(self, detector, output_dir=None, progress=False, num_pictures_drawn=None):
         """Runs `detector` (a runtime detector, or anything `runtime.load_detector` opens) over the data.
 
+        A detector object runs with its own NMS; a checkpoint, model dir or Keras model with
+        `eval.nms_preset` (see the module docstring).
+
         Writes, when `output_dir` is given: metrics.json, per_class_ap.txt, pr_curve.png,
         detections_grid.jpg, detections.json (COCO results) and, when built from the records,
         groundtruth.json. Returns an EvalReport.
         """
         import tensorflow as tf
 
+        # A detector passed in runs as it is; a network the evaluator opens gets the evaluation's NMS.
+        as_network = not isinstance(detector, BaseDetector)
         detector = _open(detector)
         self.check_classes(detector.num_classes)
         categories = dict(self.label_map)
@@ -259,7 +266,7 @@ class Evaluator:
             bar = keras.utils.Progbar(total, unit_name="picture")
         results, pictures, image_ids, max_class = [], [], [], 0
         try:
-            for image_id, detections, gt, picture in self._stream(detector, int(drawn)):
+            for image_id, detections, gt, picture in self._stream(detector, int(drawn), as_network):
                 if not builder.add(image_id, gt["height"], gt["width"], gt["boxes"], gt["classes"],
                                    gt["is_crowd"], gt["area"]):
                     raise EvalError("two validation records share the image id %d (image/source_id must be "
@@ -358,6 +365,8 @@ def evaluate(checkpoint, val_file_pattern=None, tfds_name=None, tfds_split=None,
     detector = _open(checkpoint, model_name=model_name, hparams=hparams)
     evaluator = Evaluator(detector.config, val_file_pattern=val_file_pattern, tfds_name=tfds_name,
                           tfds_split=tfds_split, val_json_file=val_json_file)
+    if not isinstance(checkpoint, BaseDetector) and detector.kind == "keras":
+        detector = detector.model  # a network opened here: evaluated with eval.nms_preset (its config has the hparams)
     return evaluator.evaluate(detector, output_dir=output_dir, progress=progress)
 
 
@@ -374,22 +383,15 @@ def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None,
     import keras
 
     from efficientdet_tf.config import get_config
-    from efficientdet_tf.runtime import Detector
 
     config = get_config(config) if not hasattr(config, "eval") else config
     evaluator = Evaluator(config, val_file_pattern=val_file_pattern, tfds_name=tfds_name, tfds_split=tfds_split,
                           val_json_file=val_json_file)
     state = {}
 
-    def detector_of(model, description):
-        if state.get("detector") is None or state["detector"].model is not model:
-            state["detector"] = Detector(model, description=description)
-            state["detector"].config = config  # the evaluation settings this hook was made with
-        return state["detector"]
-
     def eval_fn(model_dir_or_model, step):
         if isinstance(model_dir_or_model, keras.Model):
-            detector = detector_of(model_dir_or_model, "Keras model")
+            network = model_dir_or_model
         else:
             from efficientdet_tf.checkpoints.loading import load_weights
             from efficientdet_tf.model.efficientdet import build_model
@@ -397,9 +399,9 @@ def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None,
             if "model" not in state:
                 state["model"] = build_model(config)
             load_weights(state["model"], os.fspath(model_dir_or_model))
-            detector = detector_of(state["model"], "model dir")
+            network = state["model"]
         where = os.path.join(output_dir, "step_%d" % int(step)) if output_dir else None
-        return evaluator.evaluate(detector, output_dir=where, progress=False,
+        return evaluator.evaluate(network, output_dir=where, progress=False,
                                   num_pictures_drawn=None if where else 0).metrics
 
     return eval_fn

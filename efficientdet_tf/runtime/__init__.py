@@ -82,6 +82,6 @@ def load_detector(path_or_model, model_name=None, hparams=None, num_threads=None
         return keras_model.Detector(get_config(saved_config_path(path), hparams), path,
                                     description="model dir %s" % path)
     if not model_name:
-        raise LoadError("model_name is needed for the bare checkpoint %s (a model dir has its config.yaml, "
+        raise LoadError("--model_name is needed for the bare checkpoint %s (a model dir has its config.yaml, "
                         "a SavedModel, TFLite or ONNX file is complete)" % path)
     return keras_model.Detector(get_config(model_name, hparams), path, description="checkpoint %s" % path)
