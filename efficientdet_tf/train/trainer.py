@@ -307,8 +307,9 @@ class TrainingRun:
         if opts.seed is not None:
             keras.utils.set_random_seed(int(opts.seed))
         self._set_up_input()
-        self._check_labels()
+        # A model_dir of another network says more than the label check would.
         checkpointing.check_model_dir(self.model_dir, self.config)
+        self._check_labels()
         checkpointing.check_writable(self.model_dir)
         self._set_up_model()
         checkpointing.check_free_space(self.model_dir, self.model, opts.keep_checkpoints)
