@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
 from helpers import synthetic_picture
+from test_export import _example
 
 SIZE = 128
 THREADS = 16
@@ -21,11 +22,6 @@ THREADS = 16
 def _rss_mb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024.0
-
-
-def _example(encoded):
-    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 @pytest.fixture(scope="module")
