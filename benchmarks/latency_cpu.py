@@ -2,6 +2,15 @@
 
     python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--no_onnx] [--xla]
                                      [--quantized] [--batch8] [--memory] [--processes N]
+    python benchmarks/latency_cpu.py --official_dir $TMPDIR/automl --official_python $TMPDIR/automl_venv/bin/python
+                                     [--processes 3] [--runs 10] [--repeat 2] [--batch8] [--memory] [--work_dir DIR]
+
+With --official_dir (a google/automl checkout; nothing of it enters the project) the official
+SavedModel, exported by its own driver from the same checkpoint, is timed beside our SavedModel,
+TFLite fp32/int8 and ONNX files and `effdet`, in one process of the official environment
+(`--official_python`, tf-keras under TF_USE_LEGACY_KERAS=1), interleaved, in --processes fresh
+processes; ratios to the official, raw-output parity with it and (--memory) serving memory of both
+are printed. See beside_official.py.
 
 Network only and end to end (preprocessing + network + decoding + soft-NMS from a uint8 picture) for
 each, medians in ms over repeated runs in one process, and ratios to the PyTorch `effdet`
@@ -185,7 +194,16 @@ def main():
     parser.add_argument("--memory", action="store_true", help="report the serving process's peak memory")
     parser.add_argument("--processes", type=int, default=1, help="repeat in this many fresh processes and "
                         "summarise the ratios to the peer")
+    parser.add_argument("--official_dir", default="", help="google/automl checkout: time the official "
+                        "SavedModel beside ours (beside_official.py)")
+    parser.add_argument("--official_python", default=sys.executable, help="with --official_dir: a Python "
+                        "with tensorflow 2.21 and tf-keras 2.21 (and onnxruntime, torch + effdet to time those)")
+    parser.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "efficientdet_beside_official"),
+                        help="with --official_dir: where the exported files go (reused when present)")
     args = parser.parse_args()
+    if args.official_dir:
+        import beside_official
+        return beside_official.run(args, shapes_records)
     if args.processes > 1:
         return repeat_in_processes(args.processes)
     fns = {} if args.no_peer else peer_fns(args.batch8)

@@ -218,3 +218,37 @@ def test_evaluation_runs_the_official_post_processing_by_default():
     assert evaluation_config(config, "config").nms.as_dict() == config.nms.as_dict()
     with pytest.raises(ValueError, match="nms_preset"):
         evaluation_config(config, "fast")
+
+
+def _clustered_candidates(count, flat, seed=0):
+    """Boxes in clusters (so soft-NMS decays many), scores spread (`flat`: all within 1%)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(20, 480, size=(count // 20 + 1, 2))[rng.integers(0, count // 20 + 1, count)]
+    centres += rng.normal(0, 6, size=(count, 2))
+    half = rng.uniform(8, 40, size=(count, 2))
+    boxes = np.concatenate([centres - half, centres + half], axis=1).astype(np.float32)
+    scores = rng.uniform(0.5, 0.505, count) if flat else rng.beta(0.5, 3.0, count)
+    return boxes[None], scores.astype(np.float32)[None], rng.integers(0, NUM_CLASSES, (1, count)).astype(np.int32)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "hard"])
+@pytest.mark.parametrize("flat", [False, True])
+def test_loop_nms_window_gives_what_the_whole_loop_and_tensorflow_give(method, flat):
+    """The ONNX NMS decays only the best `window` candidates while no outside one can win; on
+    flat scores (the window runs out) it catches up and goes on over all of them. Both give the
+    unwindowed loop's detections bit for bit and TensorFlow's kernel's to float rounding."""
+    from efficientdet_tf.ops.loop_nms import loop_nms
+    boxes, scores, classes = _clustered_candidates(3000, flat)
+    config = _config(method=method, score_threshold=0.01)
+    params = _nms_parameters(config)
+    for per_class in (False, True):
+        whole = [t.numpy() for t in loop_nms(boxes, scores, classes, 100, params, per_class, window=4096)]
+        for window in (16, 256):
+            windowed = [t.numpy() for t in loop_nms(boxes, scores, classes, 100, params, per_class, window=window)]
+            for got, want in zip(windowed, whole):
+                np.testing.assert_array_equal(got, want)
+    index, kept = tf.image.non_max_suppression_with_scores(boxes[0], scores[0], 100, *params)
+    out_boxes, out_scores, _, count = loop_nms(boxes, scores, classes, 100, params, window=16)
+    assert int(count[0]) == len(index) == 100
+    np.testing.assert_allclose(out_scores[0].numpy(), kept.numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(out_boxes[0].numpy(), boxes[0][index.numpy()])
