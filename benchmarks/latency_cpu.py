@@ -23,7 +23,7 @@ process that loads the SavedModel and serves 20 pictures, stage by stage.
 
 --processes N repeats the whole measurement in N fresh processes, one after the other, and adds a
 summary of each candidate's ratio to the peer (lowest, median, highest): the peer's speed differs
-from process to process far more than within one (BENCHMARKS.md), so one process's ratio is one
+from process to process far more than within one (docs/benchmark_history.md), so one process's ratio is one
 draw.
 """
 

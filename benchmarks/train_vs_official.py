@@ -2,7 +2,7 @@
 
     python benchmarks/train_vs_official.py --official_dir $TMPDIR/automl/efficientdet \
         --official_python $TMPDIR/automl_venv/bin/python [--model efficientdet-d0 --image_size 256
-        --batch 8 --steps 300 --seeds 1,2 --num_train 400 --num_val 100]
+        --batch 8 --steps 300 --seeds 1,2 --num_train 400 --num_val 100 --padded_official]
 
 `--official_dir` is the `efficientdet/` folder of a google/automl checkout (nothing of it is in this
 project); `--official_python` a Python whose environment has tensorflow 2.21, tf-keras 2.21,
@@ -17,6 +17,10 @@ so both follow the same schedule. Each run is its own process (one after the oth
 is the steady state (every step but the first, input included) of each trainer's own loop. The
 official weights are written as a name-based checkpoint and both models are scored by the
 project's evaluator (`efficientdet_tf.eval`) on the same validation records.
+
+Ours runs as the command-line tools run it, with glibc malloc's top padding set before TensorFlow
+starts (`train/host_memory.py`); `--padded_official` adds a run of the official trainer with the
+same padding (`MALLOC_TOP_PAD_`), to show how much of the difference is that setting alone.
 
 Each run is printed as one JSON line (also appended to $OUT/train_vs_official.jsonl when OUT is set).
 """
@@ -92,8 +96,11 @@ OFFICIAL_RUNNER = textwrap.dedent(r"""
                                   "losses": timer.logs, "variables": len(names)}))
 """)
 
+# Ours as the command-line tools run it: malloc padded before TensorFlow starts (train/host_memory.py).
 OURS_RUNNER = textwrap.dedent(r"""
     import json, sys
+    from efficientdet_tf.train.host_memory import keep_freed_memory
+    keep_freed_memory()
     from efficientdet_tf.config import get_config
     from efficientdet_tf.train.trainer import train
     records, model_dir, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -128,14 +135,17 @@ def _result(run, what):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def run_official(args, records, folder, seed, num_classes):
-    prefix = os.path.join(folder, "official_seed%d" % seed, "model")
+def run_official(args, records, folder, seed, num_classes, padded=False):
+    """The official trainer; `padded`: with glibc's MALLOC_TOP_PAD_ as ours sets it (a control)."""
+    prefix = os.path.join(folder, "official%s_seed%d" % ("_padded" * padded, seed), "model")
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     hparams = {"num_classes": num_classes, "moving_average_decay": 0, "learning_rate": args.learning_rate,
                "lr_warmup_init": args.lr_warmup_init, "lr_warmup_epoch": args.warmup_fraction}
     spec = {"model": args.model, "image_size": args.image_size, "batch": args.batch, "steps": args.steps,
             "seed": seed, "hparams": hparams}
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    if padded:
+        env["MALLOC_TOP_PAD_"] = str(256 << 20)
     run = subprocess.run([args.official_python, "-c", OFFICIAL_RUNNER, args.official_dir, records, prefix,
                           json.dumps(spec)], capture_output=True, text=True, env=env)
     return _result(run, "the official trainer"), prefix
@@ -179,6 +189,8 @@ def main():
     parser.add_argument("--lr_warmup_init", type=float, default=0.008, help="the official (unscaled) start")
     parser.add_argument("--warmup_fraction", type=float, default=0.1, help="warm-up length / run length")
     parser.add_argument("--work_dir", default="")
+    parser.add_argument("--padded_official", action="store_true", help="also run the official trainer with "
+                        "MALLOC_TOP_PAD_ set, the malloc padding our command-line tools apply")
     args = parser.parse_args()
     args.official_dir = os.path.abspath(args.official_dir)
     if not os.path.isfile(os.path.join(args.official_dir, "tf2", "train_lib.py")):
@@ -187,8 +199,12 @@ def main():
     folder = args.work_dir or tempfile.mkdtemp(prefix="train_vs_official_")
     train_records, val_records, num_classes = make_records(folder, args.num_train, args.num_val)
     rows = {"official": [], "ours": []}
+    runners = [("official", run_official), ("ours", run_ours)]
+    if args.padded_official:
+        rows["official padded"] = []
+        runners.insert(1, ("official padded", lambda *a: run_official(*a, padded=True)))
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for name, runner in (("official", run_official), ("ours", run_ours)):
+        for name, runner in runners:
             result, checkpoint = runner(args, train_records, folder, seed, num_classes)
             metrics = score(checkpoint, val_records, args, num_classes)
             row = dict(trainer=name, seed=seed, model=args.model, image_size=args.image_size, batch=args.batch,

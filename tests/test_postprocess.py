@@ -241,14 +241,18 @@ def test_loop_nms_window_gives_what_the_whole_loop_and_tensorflow_give(method, f
     boxes, scores, classes = _clustered_candidates(3000, flat)
     config = _config(method=method, score_threshold=0.01)
     params = _nms_parameters(config)
+
+    def run(per_class, window):  # a graph: the loop's steps in eager mode take seconds
+        fn = tf.function(lambda b, s, c: loop_nms(b, s, c, 100, params, per_class, window=window))
+        return [t.numpy() for t in fn(boxes, scores, classes)]
+
     for per_class in (False, True):
-        whole = [t.numpy() for t in loop_nms(boxes, scores, classes, 100, params, per_class, window=4096)]
+        whole = run(per_class, 4096)
         for window in (16, 256):
-            windowed = [t.numpy() for t in loop_nms(boxes, scores, classes, 100, params, per_class, window=window)]
-            for got, want in zip(windowed, whole):
+            for got, want in zip(run(per_class, window), whole):
                 np.testing.assert_array_equal(got, want)
     index, kept = tf.image.non_max_suppression_with_scores(boxes[0], scores[0], 100, *params)
-    out_boxes, out_scores, _, count = loop_nms(boxes, scores, classes, 100, params, window=16)
+    out_boxes, out_scores, _, count = run(False, 16)
     assert int(count[0]) == len(index) == 100
-    np.testing.assert_allclose(out_scores[0].numpy(), kept.numpy(), rtol=1e-5)
-    np.testing.assert_array_equal(out_boxes[0].numpy(), boxes[0][index.numpy()])
+    np.testing.assert_allclose(out_scores[0], kept.numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(out_boxes[0], boxes[0][index.numpy()])

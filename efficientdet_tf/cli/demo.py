@@ -26,7 +26,7 @@ flags.DEFINE_string("hparams", "", "Overrides of the demo model's hparams, e.g. 
 # The demo detector: Lite0's design at 128 px, slimmed (half-width, half-depth backbone, 32-channel
 # BiFPN of 2 cells, 2-layer heads) so that two CPU cores train it from scratch in minutes; the
 # pictures are drawn at 128-160 px so every shape keeps at least ~14 px, which anchors of scale 2
-# (16 px at stride 8) cover. Measurements behind these choices: BENCHMARKS.md, "Main job".
+# (16 px at stride 8) cover. Measurements behind these choices: docs/benchmark_history.md, "Main job".
 MODEL = "efficientdet-lite0"
 PICTURE_SIZES = (128, 160)
 DEMO_HPARAMS = {

@@ -112,7 +112,7 @@ def _quantize_network_only(converter, network_scope):
     on the calibration pictures is kept (`calibration.detection_agreement`). Neither estimate wins
     everywhere: on the shapes data (500 held-out pictures) min/max loses 2.2 AP points for D0 at
     512 px and the mean 0.8, while for D0 at 256 px and Lite0 min/max is the better one
-    (BENCHMARKS.md); the agreement picked the better file for all three. Uses the converter's
+    (docs/benchmark_history.md); the agreement picked the better file for all three. Uses the converter's
     calibrate-only mode and `mlir_quantize` (TF 2.21), which
     `tf.lite.experimental.QuantizationDebugger` also uses.
     """
