@@ -6,7 +6,8 @@
 
 `--official_dir` is the `efficientdet/` folder of a google/automl checkout (nothing of it is in this
 project); `--official_python` a Python whose environment has tensorflow 2.21, tf-keras 2.21,
-tensorflow-hub, pyyaml, pillow, absl-py, matplotlib and six (it runs under TF_USE_LEGACY_KERAS=1).
+tensorflow-hub, pyyaml, pillow, absl-py, matplotlib and six (it runs under TF_USE_LEGACY_KERAS=1), and
+setuptools < 81 (tensorflow-hub imports `pkg_resources`).
 
 Both trainers train from scratch on the same shapes TFRecords (written here) with the same
 hyper-parameters: the official defaults (SGD momentum 0.9, weight decay 4e-5, per-tensor then

@@ -16,8 +16,9 @@ def keep_freed_memory(top_pad=None):
     allocates them again; by default glibc hands the freed tops of its heaps back to the kernel and
     takes them again, and every page taken again is a page fault and a zeroed page. During the
     demo's training on 2 cores that was 125,000 faults a second and a third of the CPU spent in the
-    kernel; with a 256 MiB pad the step took 369 ms instead of 918 (BENCHMARKS.md). The cost is
-    memory kept by the process: up to `top_pad` per malloc arena, touched only when used.
+    kernel; with a 256 MiB pad the step took 369 ms instead of 918 (BENCHMARKS.md). Call it before
+    TensorFlow starts its threads: called later it barely helped. The cost is memory kept by the
+    process: up to `top_pad` per malloc arena, touched only when used (+10% peak in the demo).
 
     Process-wide, like every malloc setting. `$EFFICIENTDET_TF_MALLOC_TOP_PAD` (bytes) overrides
     `top_pad`, and 0 leaves malloc alone; so does glibc's own `MALLOC_TOP_PAD_` when set. Does
