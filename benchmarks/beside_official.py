@@ -173,25 +173,11 @@ def worker_candidates(manifest, runs_batch8):
 
 
 def effdet_candidates(batch8):
-    """effdet's tf_efficientdet_d0 (random weights, seeded) when torch and effdet import, else {}."""
-    try:
-        import effdet
-        import torch
-    except ImportError as e:
-        print("effdet skipped: %s" % e, file=sys.stderr)
-        return {}
-    torch.manual_seed(0)
-    fns = {}
-    for task, label in (("", "effdet network"), ("predict", "effdet end to end")):
-        model = effdet.create_model("tf_efficientdet_d0", bench_task=task, pretrained=False,
-                                    pretrained_backbone=False).eval()
-
-        def run(model=model, x=torch.randn(1, 3, 512, 512)):
-            with torch.no_grad():
-                return model(x)
-        fns[label] = run
-        if batch8 and task == "predict":
-            fns["effdet batch8"] = functools.partial(run, model, torch.randn(8, 3, 512, 512))
+    """`latency_cpu.peer_fns` (effdet's tf_efficientdet_d0), its batch-8 candidate named as ours."""
+    from latency_cpu import peer_fns
+    fns = peer_fns(batch8)
+    if "effdet end to end batch8" in fns:
+        fns["effdet batch8"] = fns.pop("effdet end to end batch8")
     return fns
 
 
