@@ -25,20 +25,15 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from timing import interleaved_medians  # noqa: E402 (benchmarks/ is the script's folder)
+from train_step import cached_step  # noqa: E402
 
 WRAPPERS = ("ExecutorState", "KernelAndDeviceFunc", "EagerLocalExecute", "Iterator")
 
 
 def demo_step(batch, folder):
     """(step, batch): the trainer's step for the demo detector and one batch of shapes pictures."""
-    import tensorflow as tf
-
-    from efficientdet_tf import factory
     from efficientdet_tf.cli.demo import PICTURE_SIZES, demo_config
     from efficientdet_tf.data.label_map import label_map_path
-    from efficientdet_tf.data.pipeline import InputPipeline
-    from efficientdet_tf.train.optimizer import build_optimizer
-    from efficientdet_tf.train.train_step import build_train_step, build_training_model
     from tfrecord_tools import create_coco_tfrecord
     from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
 
@@ -48,16 +43,7 @@ def demo_step(batch, folder):
         jsons = make_shapes_dataset(folder, max(2 * batch, 16), 1, seed=0, size_range=PICTURE_SIZES)
         records, _ = create_coco_tfrecord.create_coco_tfrecord(train_dir, jsons["train"], train_dir, num_shards=1)
     config = demo_config(5, label_map_path(train_dir)).replace("train.batch_size=%d" % batch)
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    with strategy.scope():
-        model = build_training_model(config)
-        optimizer = build_optimizer(config.train, 0.01, "float32")
-        optimizer.build(model.trainable_variables)
-    step = build_train_step(strategy, model, optimizer, model.trainable_variables, factory.build_loss_fn(config),
-                            float(config.loss.weight_decay), float(config.train.clip_gradients_norm), "float32")
-    pipeline = InputPipeline(records[0], config, is_training=True,
-                             batch_size=batch)
-    return step, next(iter(strategy.distribute_datasets_from_function(pipeline)))
+    return cached_step(config, records[0])
 
 
 def part_of(name):

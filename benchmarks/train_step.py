@@ -37,16 +37,33 @@ say = recorder("train_step.jsonl")
 
 # ---- TensorFlow (ours) ---------------------------------------------------------------------------
 
-def tensorflow_step(args):
-    """A no-argument function running one training step of ours on a cached batch."""
+def cached_step(config, record, precision="float32", use_xla=False):
+    """(step, batch): the trainer's step for `config` under a one-CPU strategy, one cached batch of `record`."""
     import tensorflow as tf
 
     from efficientdet_tf import factory
-    from efficientdet_tf.config import get_config
     from efficientdet_tf.data.pipeline import InputPipeline
     from efficientdet_tf.train import schedules
     from efficientdet_tf.train.optimizer import build_optimizer
     from efficientdet_tf.train.train_step import build_train_step, build_training_model
+
+    batch_size = config.train.batch_size
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        model = build_training_model(config, precision)
+        lr = schedules.scale_for_batch(config.train.learning_rate, batch_size)
+        optimizer = build_optimizer(config.train, lr, precision)
+        optimizer.build(model.trainable_variables)
+    step = build_train_step(strategy, model, optimizer, model.trainable_variables, factory.build_loss_fn(config),
+                            float(config.loss.weight_decay), float(config.train.clip_gradients_norm), precision,
+                            use_xla=use_xla)
+    pipeline = InputPipeline(record, config, is_training=True, batch_size=batch_size)
+    return step, next(iter(strategy.distribute_datasets_from_function(pipeline)))
+
+
+def tensorflow_step(args):
+    """A no-argument function running one training step of ours on a cached batch."""
+    from efficientdet_tf.config import get_config
     from tfrecord_tools import create_coco_tfrecord
     from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
 
@@ -58,18 +75,7 @@ def tensorflow_step(args):
     config = get_config("efficientdet-" + args.model, {
         "image_size": args.image_size, "train.batch_size": args.batch,
         "train.mixed_precision": "bfloat16" if args.bf16 else ""})
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    precision = "bfloat16" if args.bf16 else "float32"
-    with strategy.scope():
-        model = build_training_model(config, precision)
-        lr = schedules.scale_for_batch(config.train.learning_rate, args.batch)
-        optimizer = build_optimizer(config.train, lr, precision)
-        optimizer.build(model.trainable_variables)
-    step = build_train_step(strategy, model, optimizer, model.trainable_variables, factory.build_loss_fn(config),
-                            float(config.loss.weight_decay), float(config.train.clip_gradients_norm), precision,
-                            use_xla=args.xla)
-    pipeline = InputPipeline(paths[0], config, is_training=True, batch_size=args.batch)
-    batch = next(iter(strategy.distribute_datasets_from_function(pipeline)))
+    step, batch = cached_step(config, paths[0], "bfloat16" if args.bf16 else "float32", use_xla=args.xla)
 
     def run():
         return float(step(batch)["total_loss"].numpy())

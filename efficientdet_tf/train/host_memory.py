@@ -31,7 +31,8 @@ def keep_freed_memory(top_pad=None):
     if top_pad <= 0 or "MALLOC_TOP_PAD_" in os.environ or not sys.platform.startswith("linux"):
         return 0
     try:
-        os.confstr("CS_GNU_LIBC_VERSION")  # raises (or is None) where the C library is not glibc
+        if not os.confstr("CS_GNU_LIBC_VERSION"):  # raises or is empty where the C library is not glibc
+            return 0
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError, ValueError):
         return 0

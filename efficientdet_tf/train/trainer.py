@@ -193,7 +193,7 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
 
     On the CPU, start the process with `MALLOC_TOP_PAD_=268435456` in the environment, or call
     `train.host_memory.keep_freed_memory()` before importing TensorFlow (the command-line tools
-    do): the demo's steps ran 2.6x faster on 2 cores. Set later, it does not help.
+    do): the demo's steps ran 2.5x faster on 2 cores. Set later, it does not help.
 
     Raises:
       TrainError: bad input, found before any training step (one line); NonFiniteLossError when the
