@@ -256,3 +256,77 @@ def test_loop_nms_window_gives_what_the_whole_loop_and_tensorflow_give(method, f
     assert int(count[0]) == len(index) == 100
     np.testing.assert_allclose(out_scores[0], kept.numpy(), rtol=1e-5)
     np.testing.assert_array_equal(out_boxes[0], boxes[0][index.numpy()])
+
+
+def _kernel_and_loop(boxes, scores, params, max_out, window=16):
+    """(boxes, scores) selected by TensorFlow's NonMaxSuppressionV5 and by `loop_nms`."""
+    from efficientdet_tf.ops.loop_nms import loop_nms
+    boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+    index, kept, valid = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=params[0], score_threshold=params[1],
+        soft_nms_sigma=params[2], pad_to_max_output_size=True)
+    valid = int(valid)
+    fn = tf.function(lambda b, s, c: loop_nms(b, s, c, max_out, params, window=window))
+    out_boxes, out_scores, _, count = fn(boxes[None], scores[None], np.zeros((1, len(scores)), np.int32))
+    count = int(count[0])
+    return ((boxes[index.numpy()[:valid]], kept.numpy()[:valid]),
+            (out_boxes.numpy()[0, :count], out_scores.numpy()[0, :count]))
+
+
+def _assert_same_selection(boxes, scores, params, max_out):
+    (want_boxes, want_scores), (got_boxes, got_scores) = _kernel_and_loop(boxes, scores, params, max_out)
+    assert len(got_boxes) == len(want_boxes)
+    np.testing.assert_array_equal(got_boxes, want_boxes)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5)
+
+
+HARD, SOFT = (0.5, 0.0, 0.0), (1.0, 0.0, 0.25)
+
+
+@pytest.mark.parametrize("params", [(0.5, -0.5, 0.0), (0.5, float("-inf"), 0.0), (1.0, float("-inf"), 0.25)],
+                         ids=["hard-0.5", "hard-inf", "soft-inf"])
+def test_loop_nms_with_a_negative_score_threshold_selects_what_the_kernel_selects(params):
+    """The official hard NMS runs with a threshold of -inf: suppressed boxes must stay suppressed
+    (not come back with score 0) and a box taken must not be taken again."""
+    boxes, scores, _ = _clustered_candidates(600, flat=False)
+    _assert_same_selection(boxes[0], scores[0], params, 600)
+
+
+NAN = float("nan")
+FAR = [[50, 50, 60, 60], [70, 70, 80, 80]]
+
+
+@pytest.mark.parametrize("params", [HARD, (0.5, float("-inf"), 0.0), SOFT, (1.0, float("-inf"), 0.25)],
+                         ids=["hard", "hard-inf", "soft", "soft-inf"])
+@pytest.mark.parametrize("case", ["nan_score", "nan_box_first", "nan_box_later", "nan_ymax_first"])
+def test_loop_nms_on_nan_inputs_selects_what_the_kernel_selects(case, params):
+    """A NaN score is never a candidate (it must not push a valid box out); a NaN box taken first
+    zeroes the others' scores, and one met later is dropped, as in the kernel."""
+    boxes = [[0, 0, 10, 10], [0, 2, 10, 12]] + FAR
+    scores = [0.9, 0.8, 0.7, 0.6]
+    if case == "nan_score":
+        scores[0] = NAN
+    elif case == "nan_box_first":
+        boxes[0] = [NAN, 0, 10, 10]
+    elif case == "nan_box_later":
+        boxes[2] = [NAN, 50, 60, 60]
+    else:  # the kernel reads a NaN in the second corner as an empty box
+        boxes[0] = [0, 0, NAN, 10]
+    (want_boxes, want_scores), (got_boxes, got_scores) = _kernel_and_loop(boxes, scores, params, 4)
+    assert len(got_boxes) == len(want_boxes) >= 1
+    np.testing.assert_array_equal(got_boxes, want_boxes)  # NaN corners compare equal here
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5)
+
+
+def test_loop_nms_breaks_a_tie_after_gaussian_decay_by_anchor_index():
+    """A decayed score equal to another candidate's goes to the lower anchor index, as the kernel's
+    priority queue orders them, not to the higher initial score."""
+    taken, decayed = [0, 0, 10, 10], [0, 3, 10, 13]
+    (_, pair_scores), _ = _kernel_and_loop([taken, decayed], [0.95, 0.9], SOFT, 2)
+    # Anchor 1 starts with exactly the score anchor 3 decays to once anchor 2 is taken.
+    boxes = [[90, 90, 95, 95], [50, 50, 60, 60], taken, decayed]
+    scores = [0.1, pair_scores[1], 0.95, 0.9]
+    (want_boxes, _), (got_boxes, got_scores) = _kernel_and_loop(boxes, scores, SOFT, 4)
+    assert got_scores[1] == got_scores[2]
+    np.testing.assert_array_equal(want_boxes[1], boxes[1])
+    np.testing.assert_array_equal(got_boxes, want_boxes)

@@ -5,42 +5,64 @@ of TensorFlow's `NonMaxSuppressionV5`. This writes the same selection as a `tf.w
 elementwise ops, which tf2onnx turns into an ONNX `Loop`: each step takes the best remaining
 score, then decays every other candidate by its IoU with the one taken. That is what the kernel
 computes (it decays lazily; the order of the multiplications differs, so scores agree to float32
-rounding): weight exp(-iou^2 / (2 * tf_sigma)) where iou <= iou_threshold, else 0 (hard NMS is
-tf_sigma 0: weight 1 or 0), candidates at or below the score threshold dropped, ties to the lower
-anchor index.
+rounding), rule for rule:
+- candidates are the scores above the score threshold (never NaN; the threshold may be negative
+  or -inf, as in the official hard NMS);
+- soft-NMS (tf_sigma > 0) multiplies by exp(-iou^2 / (2 * tf_sigma)) and ignores the IoU threshold;
+  hard NMS removes a candidate for good when iou > iou_threshold, and otherwise keeps its score,
+  except that a NaN IoU (a NaN box) multiplies it by 0, which a negative threshold lets through;
+- a candidate whose decayed score is at or below the threshold, or NaN, is gone;
+- the best score wins, ties to the lower anchor index.
 """
 
 import tensorflow as tf
 
 
+def _lesser(a, b):
+    """std::min(a, b) as the kernel computes it: `b` only when `b < a` (a NaN `b` gives `a`).
+
+    Written as a select because tf.minimum's NaN handling depends on the kernel and vector width."""
+    return tf.where(b < a, b, a)
+
+
+def _greater(a, b):
+    """std::max(a, b): `b` only when `a < b`."""
+    return tf.where(a < b, b, a)
+
+
 def _corners(boxes):
     """(ymin, xmin, ymax, xmax, area) of [..., 4] boxes whatever their corner order, as the kernel."""
-    ymin = tf.minimum(boxes[..., 0], boxes[..., 2])
-    ymax = tf.maximum(boxes[..., 0], boxes[..., 2])
-    xmin = tf.minimum(boxes[..., 1], boxes[..., 3])
-    xmax = tf.maximum(boxes[..., 1], boxes[..., 3])
+    ymin, ymax = _lesser(boxes[..., 0], boxes[..., 2]), _greater(boxes[..., 0], boxes[..., 2])
+    xmin, xmax = _lesser(boxes[..., 1], boxes[..., 3]), _greater(boxes[..., 1], boxes[..., 3])
     return ymin, xmin, ymax, xmax, (ymax - ymin) * (xmax - xmin)
 
 
 # Candidates the loop decays at every step before it has to look further (see `loop_nms`).
 WINDOW = 1024
+_GONE = float("-inf")
 
 
-def _decay(ymin, xmin, ymax, xmax, area, channels, row, params, per_class):
-    """The factor each candidate's score is multiplied by when the box in `row` [B, 1, 6] is taken."""
-    iou_threshold, _, sigma = params
-    scale = -0.5 / sigma if sigma > 0 else 0.0
-    inter_h = tf.maximum(tf.minimum(ymax, row[..., 2]) - tf.maximum(ymin, row[..., 0]), 0.0)
-    inter_w = tf.maximum(tf.minimum(xmax, row[..., 3]) - tf.maximum(xmin, row[..., 1]), 0.0)
+def _suppress(current, ymin, xmin, ymax, xmax, area, channels, row, params, per_class):
+    """The candidates' scores after the box in `row` [B, 1, 6] is taken; gone ones are -inf."""
+    iou_threshold, score_threshold, sigma = params
+    inter_h = _greater(_lesser(ymax, row[..., 2]) - _greater(ymin, row[..., 0]), 0.0)
+    inter_w = _greater(_lesser(xmax, row[..., 3]) - _greater(xmin, row[..., 1]), 0.0)
     inter = inter_h * inter_w
-    # A zero-area box overlaps nothing (inter is 0 then); the floor only avoids 0 / 0.
-    iou = inter / tf.maximum(area + row[..., 4] - inter, 1e-30)
-    weight = tf.exp(scale * iou * iou) if scale else tf.ones_like(iou)
-    if iou_threshold < 1.0:
-        weight = tf.where(iou <= iou_threshold, weight, 0.0)
+    # The kernel's rule: a box of zero (or negative) area overlaps nothing.
+    empty = (area <= 0.0) | (row[..., 4] <= 0.0)
+    iou = tf.where(empty, 0.0, inter / tf.where(empty, 1.0, area + row[..., 4] - inter))
+    if sigma > 0:
+        weight, removed = tf.exp((-0.5 / sigma) * iou * iou), tf.zeros_like(iou, tf.bool)
+    else:
+        # `iou <= threshold` is False for a NaN IoU: weight 0, but not removed (as the kernel).
+        weight, removed = tf.where(iou <= iou_threshold, 1.0, 0.0), iou > iou_threshold
     if per_class:
-        weight = tf.where(tf.equal(channels, row[..., 5]), weight, 1.0)
-    return weight
+        same = tf.equal(channels, row[..., 5])
+        weight, removed = tf.where(same, weight, 1.0), removed & same
+    decayed = current * weight
+    # NaN > threshold is False: a NaN score is gone too. (No logical_not here: Grappler rewrites
+    # not(a > b) into a <= b, which differs for NaN.)
+    return tf.where(decayed > score_threshold, tf.where(removed, _GONE, decayed), _GONE)
 
 
 def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WINDOW):
@@ -53,16 +75,20 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
     1-based classes [B, M] with 0 for padding, count [B]); padded entries are zero.
 
     Scores only fall, so no candidate beyond the best `window` can beat the best score inside it
-    while that is at least the first outside candidate's initial score. The loop decays only the
-    window while that holds; if it stops holding, the outside candidates catch up on every box taken
-    so far, in the same order (the same float results), and the loop goes on over all of them. With
-    every one of D0's 49,104 anchors above the threshold this took the ONNX end-to-end file's NMS
-    from about 70 ms to a few ms on 2 cores (BENCHMARKS.md).
+    while that is above the first outside candidate's initial score (or equal to it, the outside
+    one having the higher anchor index). The loop decays only the window while that holds; if it
+    stops holding, the outside candidates catch up on every box taken so far, in the same order
+    (the same float results), and the loop goes on over all of them. With every one of D0's
+    49,104 anchors above the threshold this took the ONNX end-to-end file's NMS from about 70 ms
+    to a few ms on 2 cores (BENCHMARKS.md).
     """
     score_threshold = params[1]
     batch = tf.shape(scores)[0]
-    # Only candidates above the threshold can ever be taken: keep those, best first (ties by index).
-    count = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(scores > score_threshold, tf.int32), axis=1)), 1)
+    # Only candidates above the threshold can ever be taken (NaN never is): those, best first,
+    # ties by index (top_k keeps the lower index first).
+    alive = scores > score_threshold
+    scores = tf.where(alive, scores, _GONE)
+    count = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(alive, tf.int32), axis=1)), 1)
     top, order = tf.math.top_k(scores, k=count)
     candidates = tf.gather(boxes, order, batch_dims=1)
     channels = tf.cast(tf.gather(classes, order, batch_dims=1), tf.float32)
@@ -70,20 +96,24 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
     # One gather per step fetches everything about the box taken.
     table = tf.stack(list(corners) + [channels], axis=-1)
     width = tf.minimum(count, window)
-    # The best initial score outside the window (below any threshold when all fit inside).
+    # The best initial score outside the window (-inf when all fit inside).
     outside = tf.gather(top, tf.minimum(width, count - 1), axis=1)
-    bound = tf.where((count > width) & (outside > score_threshold), outside, -2.0)
+    bound = tf.where(count > width, outside, _GONE)
+    never = tf.int32.max
 
     def make_step(size):
         parts = [part[:, :size] for part in corners + (channels,)]
         positions = tf.range(size)[None, :]
+        anchors = order[:, :size]
 
         def step(i, current, taken, taken_scores):
-            best = tf.argmax(current, axis=1, output_type=tf.int32)
             score = tf.reduce_max(current, axis=1)
+            # Equal scores (a decayed one meeting another) go to the lower anchor index.
+            tied = tf.equal(current, score[:, None])
+            best = tf.argmin(tf.where(tied, anchors, never), axis=1, output_type=tf.int32)
             row = tf.gather(table, best[:, None], batch_dims=1)  # [B, 1, 6]
-            weight = _decay(*parts, row, params, per_class)
-            current = tf.where(tf.equal(positions, best[:, None]), -1.0, current * weight)
+            current = tf.where(tf.equal(positions, best[:, None]), _GONE,
+                               _suppress(current, *parts, row, params, per_class))
             slot = tf.equal(tf.range(max_out), i)[None, :]
             return (i + 1, current, tf.where(slot, best[:, None], taken),
                     tf.where(slot, score[:, None], taken_scores))
@@ -91,11 +121,11 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
 
     def window_holds(i, current, taken, taken_scores):
         best = tf.reduce_max(current, axis=1)
-        return (i < max_out) & tf.reduce_any(best > score_threshold) & tf.reduce_all(best >= bound)
+        # Strictly above: an outside candidate of equal score may have the lower anchor index.
+        holds = (best > bound) | tf.equal(bound, _GONE)
+        return (i < max_out) & tf.reduce_any(best > score_threshold) & tf.reduce_all(holds)
 
-    current = tf.where(top > score_threshold, top, -1.0)
-    start = (tf.constant(0), current[:, :width], tf.zeros([batch, max_out], tf.int32),
-             tf.fill([batch, max_out], -1.0))
+    start = (tf.constant(0), top[:, :width], tf.zeros([batch, max_out], tf.int32), tf.fill([batch, max_out], _GONE))
     i, current_in, taken, taken_scores = tf.while_loop(window_holds, make_step(width), start)
 
     # Catch-up of the outside candidates (zero rounds when the window sufficed).
@@ -104,9 +134,11 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
 
     def catch_up(s, current_out):
         row = tf.gather(table, taken[:, s][:, None], batch_dims=1)
-        return s + 1, current_out * _decay(*rest, row, params, per_class)
+        # A batch entry that ran out of candidates took nothing at step s: nothing to decay by.
+        done = tf.equal(taken_scores[:, s], _GONE)[:, None]
+        return s + 1, tf.where(done, current_out, _suppress(current_out, *rest, row, params, per_class))
 
-    _, current_out = tf.while_loop(lambda s, _: s < rounds, catch_up, (tf.constant(0), current[:, width:]))
+    _, current_out = tf.while_loop(lambda s, _: s < rounds, catch_up, (tf.constant(0), top[:, width:]))
 
     def more(i, current, taken, taken_scores):
         return (i < max_out) & tf.reduce_any(current > score_threshold)
