@@ -17,9 +17,6 @@ PROBE = textwrap.dedent("""
     if sys.argv[1] == "pad":
         from efficientdet_tf.train.host_memory import keep_freed_memory
         print("pad", keep_freed_memory())
-    if sys.argv[1] == "cli":
-        import efficientdet_tf.cli
-        print("tensorflow_imported", int("tensorflow" in sys.modules))
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -58,9 +55,3 @@ def test_padding_keeps_freed_heap_memory_and_can_be_switched_off():
     assert off["pad"] == 0 and off["faults"] > 5000
     # glibc's own variable wins: nothing is changed on top of it.
     assert _probe("pad", MALLOC_TOP_PAD_="268435456")["pad"] == 0
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
-def test_the_command_line_tools_pad_before_tensorflow_starts():
-    cli = _probe("cli")
-    assert cli["tensorflow_imported"] == 0 and cli["faults"] < _probe("none")["faults"] / 10

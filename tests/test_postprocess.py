@@ -330,3 +330,36 @@ def test_loop_nms_breaks_a_tie_after_gaussian_decay_by_anchor_index():
     assert got_scores[1] == got_scores[2]
     np.testing.assert_array_equal(want_boxes[1], boxes[1])
     np.testing.assert_array_equal(got_boxes, want_boxes)
+
+
+@pytest.mark.parametrize("params", [(0.5, float("-inf"), 0.0), (1.0, float("-inf"), 0.25)], ids=["hard-inf", "soft-inf"])
+def test_loop_nms_in_onnx_runtime_selects_what_the_kernel_selects(params):
+    """The same edge cases through the ONNX graph that the end-to-end ONNX file carries."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    import logging
+
+    import onnxruntime
+    import tf2onnx
+
+    from efficientdet_tf.ops.loop_nms import loop_nms
+    signature = [tf.TensorSpec([None, None, 4], tf.float32, name="boxes"),
+                 tf.TensorSpec([None, None], tf.float32, name="scores"),
+                 tf.TensorSpec([None, None], tf.int32, name="classes")]
+    fn = tf.function(lambda b, s, c: loop_nms(b, s, c, 64, params, window=16), input_signature=signature)
+    level = logging.getLogger("tf2onnx").level
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=17)
+    logging.getLogger("tf2onnx").setLevel(level)
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    clustered, clustered_scores, _ = _clustered_candidates(200, flat=False)
+    cases = [(clustered[0], clustered_scores[0]),
+             ([[0, 0, 10, 10], [0, 2, 10, 12], [NAN, 50, 60, 60]] + FAR, [0.9, 0.8, 0.7, 0.6, 0.5]),
+             ([[NAN, 0, 10, 10]] + FAR, [0.9, 0.8, 0.7])]
+    for boxes, scores in cases:
+        boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
+        (want_boxes, want_scores), _ = _kernel_and_loop(boxes, scores, params, 64)
+        got_boxes, got_scores, _, count = session.run(None, {"boxes": boxes[None], "scores": scores[None],
+                                                             "classes": np.zeros((1, len(scores)), np.int32)})
+        assert int(count[0]) == len(want_boxes) >= 1
+        np.testing.assert_array_equal(got_boxes[0, :int(count[0])], want_boxes)
+        np.testing.assert_allclose(got_scores[0, :int(count[0])], want_scores, rtol=1e-5)

@@ -25,6 +25,8 @@ def quiet_tensorflow_startup():
     TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, the oneDNN banner) are written
     before any Python logging setting applies, so only redirecting the file descriptor hides them.
     """
+    # A tool's own process: its later C++ warnings hide the tool's output too (users can raise it).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     sys.stderr.flush()
     os.dup2(devnull, 2)
@@ -38,15 +40,24 @@ def quiet_tensorflow_startup():
         os.close(devnull)
 
 
-def run(main):
+def run(main, pad_malloc=False):
     """Runs an absl `main(argv)`: errors print `<tool>: error: <message>` and exit 1.
 
     Without --verbose, TensorFlow starts quietly and an unexpected exception is one line too; with
-    --verbose everything TensorFlow logs and the full traceback are shown.
+    --verbose everything TensorFlow logs and the full traceback are shown. `pad_malloc` (the tools
+    that train) sets glibc's malloc padding first, before TensorFlow starts its threads
+    (`train.host_memory`); a malformed `$EFFICIENTDET_TF_MALLOC_TOP_PAD` stops the tool in one line.
     """
+    if pad_malloc:
+        from efficientdet_tf.train import host_memory
+
+        try:
+            host_memory.keep_freed_memory()
+        except host_memory.MallocSettingError as e:
+            print("%s: error: %s" % (os.path.basename(sys.argv[0]) or "efficientdet", e), file=sys.stderr)
+            sys.exit(1)
     verbose = any(arg in ("--verbose", "--verbose=true", "--verbose=True") for arg in sys.argv[1:])
     if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         quiet_tensorflow_startup()
 
     def guarded(argv):

@@ -96,7 +96,8 @@ def main(argv):
 
 
 def run():
-    common.run(main)
+    # Training steps on the CPU need the malloc padding, set before TensorFlow starts (BENCHMARKS.md).
+    common.run(main, pad_malloc=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ decoding are the ones TensorFlow runs; only the NMS differs in form (`ops.loop_n
 `onnx` extra and are imported only here.
 """
 
+import contextlib
 import json
 import logging
+import os
 
 import tensorflow as tf
 
@@ -25,6 +27,25 @@ def import_converter():
     except ImportError:
         raise ImportError("ONNX export needs tf2onnx and onnx, which are not installed: %s" % INSTALL_HINT) from None
     return onnx, tf2onnx
+
+
+@contextlib.contextmanager
+def _quiet_converter(tf2onnx):
+    """tf2onnx at ERROR level (its INFO lines list every rewrite of the graph), then the process's
+    logging as it was: its `set_level` also changes TensorFlow's logger and TF_CPP_MIN_LOG_LEVEL."""
+    loggers = [logging.getLogger("tf2onnx"), tf.get_logger()]
+    levels = [logger.level for logger in loggers]
+    cpp_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    tf2onnx.logging.set_level(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        if cpp_level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = cpp_level
 
 
 def export_onnx(network, config, path, network_only=False, opset=OPSET):
@@ -46,8 +67,8 @@ def export_onnx(network, config, path, network_only=False, opset=OPSET):
     else:
         fn = tf.function(lambda images: detect_images(network, config, images, runtime="onnx"),
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    tf2onnx.logging.set_level(logging.ERROR)  # its INFO lines list every rewrite of the graph
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
+    with _quiet_converter(tf2onnx):
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONFIG_KEY, json.dumps(config.as_dict())
     onnx.save(proto, path)

@@ -39,12 +39,16 @@ def _corners(boxes):
 
 # Candidates the loop decays at every step before it has to look further (see `loop_nms`).
 WINDOW = 1024
-_GONE = float("-inf")
+# Gone candidates: the lowest float32, not -inf, which ONNX Runtime's Loop mishandles (every
+# detection was lost); thresholds below it (-inf, as the official hard NMS uses) are raised to it,
+# so only scores below -3.4e38 are read differently from the kernel.
+_GONE = tf.float32.min
 
 
 def _suppress(current, ymin, xmin, ymax, xmax, area, channels, row, params, per_class):
     """The candidates' scores after the box in `row` [B, 1, 6] is taken; gone ones are -inf."""
     iou_threshold, score_threshold, sigma = params
+    score_threshold = max(float(score_threshold), _GONE)
     inter_h = _greater(_lesser(ymax, row[..., 2]) - _greater(ymin, row[..., 0]), 0.0)
     inter_w = _greater(_lesser(xmax, row[..., 3]) - _greater(xmin, row[..., 1]), 0.0)
     inter = inter_h * inter_w
@@ -60,9 +64,10 @@ def _suppress(current, ymin, xmin, ymax, xmax, area, channels, row, params, per_
         same = tf.equal(channels, row[..., 5])
         weight, removed = tf.where(same, weight, 1.0), removed & same
     decayed = current * weight
-    # NaN > threshold is False: a NaN score is gone too. (No logical_not here: Grappler rewrites
-    # not(a > b) into a <= b, which differs for NaN.)
-    return tf.where(decayed > score_threshold, tf.where(removed, _GONE, decayed), _GONE)
+    # NaN > threshold is False: a NaN score is gone too; a gone one stays gone whatever its weight.
+    # (No logical_not here: Grappler rewrites not(a > b) into a <= b, which differs for NaN.)
+    alive = (current > score_threshold) & (decayed > score_threshold)
+    return tf.where(alive, tf.where(removed, _GONE, decayed), _GONE)
 
 
 def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WINDOW):
@@ -82,7 +87,7 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
     49,104 anchors above the threshold this took the ONNX end-to-end file's NMS from about 70 ms
     to a few ms on 2 cores (BENCHMARKS.md).
     """
-    score_threshold = params[1]
+    score_threshold = max(float(params[1]), _GONE)
     batch = tf.shape(scores)[0]
     # Only candidates above the threshold can ever be taken (NaN never is): those, best first,
     # ties by index (top_k keeps the lower index first).
@@ -96,7 +101,7 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
     # One gather per step fetches everything about the box taken.
     table = tf.stack(list(corners) + [channels], axis=-1)
     width = tf.minimum(count, window)
-    # The best initial score outside the window (-inf when all fit inside).
+    # The best initial score outside the window (_GONE when all fit inside).
     outside = tf.gather(top, tf.minimum(width, count - 1), axis=1)
     bound = tf.where(count > width, outside, _GONE)
     never = tf.int32.max

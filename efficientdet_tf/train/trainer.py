@@ -404,9 +404,13 @@ class TrainingRun:
 
     def _build_input(self):
         pipeline, consumed = self.pipeline, self.consumed
-        if consumed and not self.config.data.deterministic and self.options.seed is not None:
+        reseed = consumed and not self.config.data.deterministic and self.options.seed is not None
+        if reseed:
             # The global seed fixes tf.data's random ops: without a new one each restart would
-            # replay the start of the same input order.
+            # replay the start of the same input order. It is given back once the input is built.
+            from tensorflow.python.eager import context
+
+            previous_seed = context.global_seed()
             tf.random.set_seed(int(self.options.seed) * 1000003 + consumed)
 
         def dataset_fn(input_context):
@@ -417,6 +421,8 @@ class TrainingRun:
             return dataset.skip(skip) if skip and self.config.data.deterministic else dataset
 
         self.iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        if reseed:
+            tf.random.set_seed(previous_seed)
 
     # ---- run -----------------------------------------------------------------------------------
 
