@@ -3,6 +3,9 @@
 import http.server
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -43,6 +46,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(self.archive[:1000])
             self.wfile.flush()
             time.sleep(4)
+        elif self.path.endswith("/slow.tar.gz"):  # about 3 s for the whole archive
+            self._headers(len(self.archive))
+            step = len(self.archive) // 30 + 1
+            for start in range(0, len(self.archive), step):
+                self.wfile.write(self.archive[start:start + step])
+                self.wfile.flush()
+                time.sleep(0.1)
         elif self.path.endswith("/not_a_tar.tar.gz"):
             self._headers(11)
             self.wfile.write(b"hello world")
@@ -71,7 +81,9 @@ def server(d0_reference_dir):
 
 
 def _leftovers(cache):
-    return sorted(entry for entry in os.listdir(cache) if entry != NAME) if os.path.isdir(cache) else []
+    """What the cache holds besides the checkpoint and its download lock."""
+    return sorted(entry for entry in os.listdir(cache) if entry not in (NAME, ".%s.lock" % NAME)) \
+        if os.path.isdir(cache) else []
 
 
 def test_good_download_is_unpacked_then_reused_without_the_server(server, tmp_path, d0_reference_dir):
@@ -147,3 +159,49 @@ def test_pretrained_name_loads_through_the_mirror(server, tmp_path, monkeypatch)
     load_weights(reference, os.path.join(str(tmp_path / "cache"), NAME))
     for a, b in zip(model.weights, reference.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+FETCH = """
+import sys
+from efficientdet_tf.checkpoints.download import fetch_official
+print("FOLDER " + fetch_official("%s", cache=sys.argv[1], url=sys.argv[2], timeout=30))
+""" % NAME
+
+
+def _fetchers(count, cache, url):
+    return [subprocess.Popen([sys.executable, "-c", FETCH, cache, url], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(count)]
+
+
+def test_processes_fetching_at_once_all_get_the_checkpoint_downloaded_once(server, tmp_path):
+    """Three processes against a slow server: each used to delete the others' partial files."""
+    base, _ = server
+    cache = str(tmp_path / "cache")
+    processes = _fetchers(3, cache, base + "/slow.tar.gz")
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (stdout, stderr) in zip(processes, outputs):
+        assert p.returncode == 0, stderr[-2000:]
+        assert "FOLDER " + os.path.join(cache, NAME) in stdout
+    assert _Handler.requests == ["/slow.tar.gz"]
+    waited = [stderr for _, stderr in outputs if "another process is downloading %s" % NAME in stderr]
+    assert len(waited) >= 1
+    assert resolve_checkpoint(os.path.join(cache, NAME)) and _leftovers(cache) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_a_downloader_killed_midway_lets_the_next_one_download(server, tmp_path):
+    base, _ = server
+    cache = str(tmp_path / "cache")
+    first, = _fetchers(1, cache, base + "/slow.tar.gz")
+    deadline = time.monotonic() + 60
+    while not [e for e in (os.listdir(cache) if os.path.isdir(cache) else []) if e.endswith(".part")]:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second, = _fetchers(1, cache, base + "/slow.tar.gz")
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr[-2000:]
+    assert "FOLDER " + os.path.join(cache, NAME) in stdout
+    assert _Handler.requests == ["/slow.tar.gz", "/slow.tar.gz"] and _leftovers(cache) == []

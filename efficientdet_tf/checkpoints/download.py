@@ -6,17 +6,29 @@ Layout of the cache (`EFFICIENTDET_TF_CACHE`, default `~/.cache/efficientdet_tf`
 whole, matched its announced size (and checksum, where one is known) and unpacked without error,
 so a killed download or unpack never leaves something that looks complete. Partial files are named
 `.<name>.*.part` / `.unpack` and are cleared by the next download.
+
+Several processes may ask for the same checkpoint at once (the workers of one job, two jobs on one
+machine): one downloads while holding an exclusive lock on `<cache>/.<name>.lock`, the others wait
+for it and then find the folder published. The lock is the kernel's (`flock`), so a downloader that
+is killed releases it and the next one in line downloads.
 """
 
+import contextlib
 import hashlib
 import http.client
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent downloads then each write their own partial files
+    fcntl = None
 
 from efficientdet_tf.checkpoints.errors import CheckpointError
 
@@ -75,8 +87,43 @@ def fetch_official(name, cache=None, url=None, timeout=60.0, sha256=None):
     sha256 = sha256 or KNOWN_SHA256.get(name)
     hint = ("download %s and unpack it into %s (so that %s exists), or pass a local checkpoint path"
             % (url, cache, os.path.join(target, "checkpoint")))
-    os.makedirs(cache, exist_ok=True)
-    _clear_leftovers(cache, name)
+    try:
+        os.makedirs(cache, exist_ok=True)
+        lock = open(os.path.join(cache, ".%s.lock" % name), "a")
+    except OSError as e:
+        raise CheckpointError("cannot write the checkpoint cache %s (%s): set %s to a writable folder"
+                              % (cache, e.strerror or e, CACHE_ENV)) from None
+    with lock, _exclusive(lock, cache, name):
+        if os.path.isdir(target) and _complete(target):
+            return target  # another process published it while this one waited
+        # Only the lock holder downloads: what is left is a killed download's.
+        _clear_leftovers(cache, name)
+        _download_and_publish(name, url, target, cache, timeout, sha256, hint)
+    return target
+
+
+@contextlib.contextmanager
+def _exclusive(lock, cache, name):
+    """Holds the open `lock` file exclusively; says once that it waits for another process.
+
+    The lock file stays in the cache: removing it would let a third process lock a new file while
+    a second still holds the old one."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print("efficientdet_tf: another process is downloading %s into %s; waiting for it" % (name, cache),
+              file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download_and_publish(name, url, target, cache, timeout, sha256, hint):
     part = tempfile.NamedTemporaryFile(dir=cache, prefix=".%s." % name, suffix=".part", delete=False)
     unpack = None
     try:
@@ -97,7 +144,6 @@ def fetch_official(name, cache=None, url=None, timeout=60.0, sha256=None):
             os.unlink(part.name)
         if unpack:
             shutil.rmtree(unpack, ignore_errors=True)
-    return target
 
 
 def _clear_leftovers(cache, name):
