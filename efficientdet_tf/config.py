@@ -208,15 +208,18 @@ _CHOICES = {
     "input_norm": ("imagenet", "lite"),
 }
 _NMS_CHOICES = {"mode": ("global", "per_class", "combined"), "method": ("gaussian", "hard")}
+_TRAIN_CHOICES = {"clip_gradients_scope": ("replica", "global")}
 
 
 def _validate(data):
     for key, choices in _CHOICES.items():
         if data[key] not in choices:
             raise ConfigError("hparam '%s' must be one of %s, got %r" % (key, choices, data[key]))
-    for key, choices in _NMS_CHOICES.items():
-        if data["nms"][key] not in choices:
-            raise ConfigError("hparam 'nms.%s' must be one of %s, got %r" % (key, choices, data["nms"][key]))
+    for section, table in (("nms", _NMS_CHOICES), ("train", _TRAIN_CHOICES)):
+        for key, choices in table.items():
+            if data[section][key] not in choices:
+                raise ConfigError("hparam '%s.%s' must be one of %s, got %r" % (section, key, choices,
+                                                                               data[section][key]))
     if data["anchors"]["num_scales"] < 1 or not data["anchors"]["aspect_ratios"]:
         raise ConfigError("hparams need anchors.num_scales >= 1 and at least one anchors.aspect_ratios entry")
     if data["num_classes"] < 1:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
 from efficientdet_tf.runtime import Detector
 from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
-from helpers import assert_detections_match, box_iou, synthetic_picture
+from helpers import assert_detections_match, box_iou, matched_fraction, synthetic_picture
 
 SIZE = 128
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -259,3 +259,36 @@ def test_int8_ranges_are_the_mean_of_each_calibration_pictures_extremes():
     overall_max = graph.tensors[output].quantization.max[0]
     np.testing.assert_allclose(overall_max, max(o.max() for o in outputs), rtol=1e-5)
     assert ranges[output][1] < 0.5 * overall_max  # the 10x picture no longer sets the range
+
+
+def test_serve_image_bytes_applies_the_jpeg_orientation_as_infer_does(exported, tmp_path):
+    """A phone picture (pixels stored sideways, EXIF orientation 1..8) sent to TF Serving gets its
+    boxes in the frame efficientdet-infer (and every viewer) shows it in."""
+    from PIL import Image
+
+    # Flat 8x8 blocks, no chroma subsampling: Pillow and TensorFlow decode the same pixels, so the
+    # two paths see the same picture and must give the same detections.
+    stored = np.kron(synthetic_picture(96, 160, 11)[::8, ::8], np.ones((8, 8, 1), np.uint8))
+    files = {}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / "pictures" / ("%d.jpg" % orientation)
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(stored).save(path, "JPEG", quality=100, subsampling=0, exif=exif.tobytes())
+        files[orientation] = path.read_bytes()
+    cmd = [sys.executable, "-m", "efficientdet_tf.cli.infer", "--saved_model_dir=" + str(exported / "3"),
+           "--input=" + str(tmp_path / "pictures" / "*.jpg"), "--output_dir=" + str(tmp_path / "out")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    infer = json.loads((tmp_path / "out" / "detections.json").read_text())
+    served = tf.saved_model.load(str(exported / "3")).signatures["serve_image_bytes"](
+        image_bytes=tf.constant([files[o] for o in range(1, 9)]))
+    for orientation in range(1, 9):
+        mine = [r for r in infer if r["image_id"] == orientation]
+        want = {"num_detections": len(mine), "detection_scores": np.array([r["score"] for r in mine]),
+                "detection_classes": np.array([r["category_id"] for r in mine]),
+                "detection_boxes": np.array([[y, x, y + h, x + w] for x, y, w, h in (r["bbox"] for r in mine)])}
+        got = {k: v[orientation - 1].numpy() for k, v in served.items()}
+        assert want["num_detections"] > 0
+        assert matched_fraction(got, want, score_tol=2e-4, box_tol=0.6) >= 0.98, orientation

@@ -296,3 +296,45 @@ def test_schedule_warms_up_then_decays_by_cosine_scaled_with_the_batch():
     schedule = build_schedule(train_config, global_batch=32, steps_per_epoch=10, total_steps=110)
     rates = [float(schedule(step)) for step in (0, 5, 10, 60, 110)]
     np.testing.assert_allclose(rates, [0.004, 0.022, 0.04, 0.02, 0.0], atol=1e-7)
+
+
+@pytest.mark.parametrize("precision", ["", "float16"])
+def test_a_stop_request_saves_that_step_and_ends_the_run(records, tmp_path, monkeypatch, precision):
+    """A request (SIGTERM, a maintenance event) before the second step: the run saves after it and
+    stops, also when the float16 loss scaler skipped that step (overflowing gradients from the
+    second step on). Checkpoints hold only the training state."""
+    from efficientdet_tf import losses
+    from efficientdet_tf.train.preemption import PreemptionWatch
+
+    flags = []
+    original_flag = PreemptionWatch.flag
+
+    def flag(self):
+        flags.append(len(flags))
+        if len(flags) == 2:
+            self.request("test request")
+        return original_flag(self)
+
+    monkeypatch.setattr(PreemptionWatch, "flag", flag)
+    original_loss = losses.detection_loss
+    calls = tf.Variable(0, dtype=tf.int64)
+
+    def overflowing(*args, **kwargs):
+        out = original_loss(*args, **kwargs)
+        count = calls.assign_add(1)
+        # Same value, a gradient no float16 loss scale survives: the scaler skips the step.
+        box = out["box_loss"]
+        blow_up = tf.where(count >= 2, 1e30, 0.0) * (box - tf.stop_gradient(box))
+        return dict(out, det_loss=out["det_loss"] + blow_up)
+
+    if precision:
+        monkeypatch.setattr(losses, "detection_loss", overflowing)
+    model_dir = str(tmp_path / "model")
+    config = get_config("efficientdet-d0", dict(SMALL, **{"train.mixed_precision": precision}))
+    result = train(config, model_dir, train_file_pattern=records, train_steps=10, save_every=100, seed=1,
+                   progress=False)
+    assert len(flags) == 2 and result["preempted"]
+    assert result["step"] == (1 if precision else 2)
+    prefix = tf.train.latest_checkpoint(model_dir)
+    assert prefix.endswith("ckpt-%d" % result["step"]) and result["checkpoint"] == prefix
+    assert not [name for name, _ in tf.train.list_variables(prefix) if "preemption" in name]

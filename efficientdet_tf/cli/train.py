@@ -20,8 +20,8 @@ flags.DEFINE_enum("strategy", "", ["", "one_device", "mirrored", "multi_worker",
                   "'' picks one device (or mirrored over several GPUs); multi_worker reads TF_CONFIG "
                   "(worker 0 is the chief; run the same command on every worker).")
 flags.DEFINE_string("tpu", "", "TPU name or grpc address for --strategy=tpu.")
-flags.DEFINE_float("collective_timeout", 300.0, "--strategy=multi_worker: seconds an all-reduce waits for the other "
-                   "workers; when one is lost the others stop, naming it and the checkpoint to resume from.")
+flags.DEFINE_float("collective_timeout", 60.0, "--strategy=multi_worker: seconds a worker may stop answering; "
+                   "then the others stop, naming it and the checkpoint to resume from (0: TensorFlow's default).")
 flags.DEFINE_enum("mixed_precision", None, ["float32", "float16", "bfloat16"],
                   "Compute precision (default: train.mixed_precision).")
 flags.DEFINE_string("pretrained_ckpt", "", "Start from: an official checkpoint, a backbone-only EfficientNet "

@@ -52,7 +52,8 @@ class ServingModule(tf.Module):
             return self._detect(inputs, scales)
 
         def image_bytes_fn(image_bytes):
-            return self._detect(*self._decode_batch(image_bytes))
+            # Phone pictures: boxes in the frame every viewer (and efficientdet-infer) shows.
+            return self._detect(*self._decode_batch(image_bytes, orientation=True))
 
         def tf_example_fn(serialized_example):
             # Parse the wire format first: ParseExample's own error quotes the raw bytes, which a
@@ -78,10 +79,10 @@ class ServingModule(tf.Module):
         self.predict_raw = tf.function(raw_fn, input_signature=[
             tf.TensorSpec([None, size, size, 3], tf.float32, name="normalized_images")])
 
-    def _decode_batch(self, image_bytes):
+    def _decode_batch(self, image_bytes, orientation=False):
         """Decodes and preprocesses each picture on its own (sizes may differ within the batch)."""
         def one(data):
-            inputs, scales = self._preprocess(decode_image(data)[None])
+            inputs, scales = self._preprocess(decode_image(data, orientation)[None])
             return inputs[0], scales[0]
         size = self._config.image_size
         return tf.map_fn(one, image_bytes, fn_output_signature=(

@@ -10,17 +10,42 @@ from efficientdet_tf.train.errors import TrainError
 STRATEGIES = ("", "one_device", "mirrored", "multi_worker", "tpu")
 
 
-# Seconds a collective (the gradient all-reduce) may wait for the other workers before it fails:
-# a worker that died must not leave the others waiting forever.
-DEFAULT_COLLECTIVE_TIMEOUT = 300.0
+# Seconds a worker may stop answering (the coordination service's heartbeats) before the others
+# stop: a worker that died or hangs must not leave the others waiting forever.
+DEFAULT_COLLECTIVE_TIMEOUT = 60.0
+
+
+def _watch_peers(heartbeat_timeout):
+    """Configures TensorFlow's coordination service as MultiWorkerMirroredStrategy would, with
+    `heartbeat_timeout` seconds before a silent worker counts as lost (its pending all-reduces then
+    fail on every other worker).
+
+    Not through the collectives' own timeout: TensorFlow starts a thread per collective op that
+    sleeps for the whole timeout, and a training step runs hundreds of them (one per gradient and
+    per synchronized batch norm): two Lite0 workers reached 14,000 threads each within 20 s and
+    aborted ('Resource temporarily unavailable').
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    if context.context().coordination_service is not None:
+        return  # configured by the caller: theirs stands
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(cluster),
+        heartbeat_timeout_in_ms=int(float(heartbeat_timeout) * 1000), coordinated_jobs=jobs)
 
 
 def get_strategy(name="", tpu=None, collective_timeout=DEFAULT_COLLECTIVE_TIMEOUT):
     """Builds the strategy `name` ('' picks: mirrored over several GPUs, else one device).
 
     'multi_worker' reads the cluster from TF_CONFIG (worker 0 is the chief); it must be created
-    before TensorFlow runs anything else in the process. Its collectives give up after
-    `collective_timeout` seconds (0: wait forever), so the survivors of a lost worker stop.
+    before TensorFlow runs anything else in the process. A worker that stops answering for
+    `collective_timeout` seconds (0: TensorFlow's default heartbeat timeout) counts as lost, and the
+    others' all-reduces fail, so the survivors stop.
     'tpu' resolves `tpu` (a name or grpc address; empty: the local TPU or the one the environment
     names).
     """
@@ -44,9 +69,9 @@ def get_strategy(name="", tpu=None, collective_timeout=DEFAULT_COLLECTIVE_TIMEOU
             raise TrainError("--strategy=multi_worker needs TF_CONFIG with a cluster of workers "
                              "(e.g. {\"cluster\": {\"worker\": [\"host:port\", ...]}, \"task\": "
                              "{\"type\": \"worker\", \"index\": 0}})")
-        options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=float(collective_timeout) if collective_timeout else None)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        if collective_timeout:
+            _watch_peers(collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()

@@ -35,16 +35,28 @@ def clip_gradients(grads, clip_norm):
     return clipped
 
 
+CLIP_SCOPES = ("replica", "global")
+
+
 def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, clip_norm=0.0,
-                     precision="float32", use_xla=False):
-    """The distributed training step: `step((images, labels)) -> {loss part: value summed over replicas}`.
+                     precision="float32", use_xla=False, clip_scope="replica"):
+    """The distributed training step: `step((images, labels), stop=0.0) -> {loss part: value summed over replicas}`.
 
     Each replica normalises its loss by the positives of the global batch (+1) and carries
     1/replicas of the weight decay, so the replicas' losses and gradients sum to those of the global
-    batch on one device. Gradients are summed over replicas here, clipped (`clip_gradients`, when
-    `clip_norm` > 0) and applied by the optimizer, which must not reduce them again
-    (`optimizer.DetectionSGD`). Under float16 the clipping sees the unscaled gradients.
+    batch on one device. Gradients are clipped (`clip_gradients`, when `clip_norm` > 0) and summed
+    over replicas here, then applied by the optimizer, which must not reduce them again
+    (`optimizer.DetectionSGD`). `clip_scope` 'replica' clips each replica's share before the sum,
+    as the official trainers do (TF1 before its cross-shard sum, TF2 in its per-replica train_step);
+    'global' clips the sum, which does not depend on the replica count. On one replica both are the
+    same. Under float16 the clipping sees the unscaled gradients.
+
+    `stop` (a float32 scalar, positive when this worker was asked to stop) is summed over every
+    replica of every worker in the same all-reduce as the positives, and comes back as the
+    output's 'stop': all workers see a request at the same step.
     """
+    if clip_scope not in CLIP_SCOPES:
+        raise ValueError("train.clip_gradients_scope must be one of %s, got %r" % (CLIP_SCOPES, clip_scope))
     replicas = strategy.num_replicas_in_sync
     float16 = precision == "float16"
 
@@ -59,9 +71,11 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
         clipped = clip_gradients([g / scale for g in grads], clip_norm)
         return [g * scale for g in clipped]
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, stop):
         context = tf.distribute.get_replica_context()
-        positives = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(labels["num_positives"]))
+        # One all-reduce carries the batch's positives and the workers' stop requests.
+        local = tf.stack([tf.reduce_sum(labels["num_positives"]), tf.cast(stop, tf.float32)])
+        positives, stops = tf.unstack(context.all_reduce(tf.distribute.ReduceOp.SUM, local))
         with tf.GradientTape() as tape:
             class_outputs, box_outputs = model(images, training=True)
             parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=positives + 1.0)
@@ -69,19 +83,22 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
             total = parts["det_loss"] + reg
             scaled = optimizer.scale_loss(total) if float16 else total
         grads = tape.gradient(scaled, trainable)
-        # Clipping needs the global gradient: sum over replicas here, not in the optimizer.
-        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        optimizer.apply(clip(grads), trainable)
-        return dict(parts, reg_loss=reg, total_loss=total)
+        if clip_scope == "replica":
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, clip(grads))
+        else:
+            grads = clip(context.all_reduce(tf.distribute.ReduceOp.SUM, grads))
+        optimizer.apply(grads, trainable)
+        # Divided back so that the output's sum over replicas is the number of requests.
+        return dict(parts, reg_loss=reg, total_loss=total, stop=stops / replicas)
 
     step_fn = tf.function(replica_step, jit_compile=True) if use_xla else replica_step
 
     @tf.function
-    def train_step(batch):
+    def train_step(batch, stop=0.0):
         images, labels = batch
         # Only the loss's inputs go in: XLA cannot take the string ids, and the rest is unused.
         labels = {k: v for k, v in labels.items() if k.startswith(("cls_targets_", "box_targets_", "num_positives"))}
-        per_replica = strategy.run(step_fn, args=(images, labels))
+        per_replica = strategy.run(step_fn, args=(images, labels, stop))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
     return train_step

@@ -16,7 +16,7 @@ from efficientdet_tf.config import Config, ConfigError, get_config
 from efficientdet_tf.train import checkpointing, schedules, strategy as strategy_lib
 from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
 from efficientdet_tf.train.optimizer import build_optimizer
-from efficientdet_tf.train.preemption import Preempted, PreemptionWatch
+from efficientdet_tf.train.preemption import PreemptionWatch
 from efficientdet_tf.train.summaries import SummaryWriter
 from efficientdet_tf.train.train_step import build_train_step, build_training_model
 
@@ -179,9 +179,9 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
       eval_every: steps between evaluations (0: never).
       progress: show a progress bar (chief only).
       summary_every: steps between TensorBoard scalar summaries.
-      collective_timeout: seconds a multi-worker all-reduce waits for the other workers (0: for
-        ever); when one is lost, the others stop with a TrainError that names it and the
-        checkpoint to resume from.
+      collective_timeout: seconds a worker of a multi-worker run may stop answering (heartbeats of
+        TensorFlow's coordination service; 0: its default) before the others stop with a
+        TrainError that names it and the checkpoint to resume from.
 
     Returns:
       dict: 'step' (final), 'losses' (last step's cls_loss, box_loss, det_loss, reg_loss,
@@ -396,11 +396,11 @@ class TrainingRun:
         if self.resumed_from and self.chief:
             print("resuming from %s (step %d)" % (self.resumed_from, self.step), flush=True)
         self._build_input()
-        self.preemption = PreemptionWatch(self.strategy, self.checkpointer.manager, self.save)
+        self.preemption = PreemptionWatch()
         self.train_step = build_train_step(
             self.strategy, self.model, self.optimizer, self.trainable, factory.build_loss_fn(self.config),
             float(self.config.loss.weight_decay), float(self.config.train.clip_gradients_norm),
-            self.precision, self.options.use_xla)
+            self.precision, self.options.use_xla, clip_scope=self.config.train.clip_gradients_scope)
 
     def _build_input(self):
         pipeline, consumed = self.pipeline, self.consumed
@@ -440,7 +440,8 @@ class TrainingRun:
             start = time.perf_counter()
             try:  # the distributed iterator and the step both wait on the other workers
                 batch = self._next_batch()
-                out = self.train_step(batch)
+                out = self.train_step(batch, self.preemption.flag())
+                stop_requests = float(out.pop("stop").numpy())
                 self.values = {k: float(v.numpy()) for k, v in out.items()}
             except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError,
                     tf.errors.CancelledError, tf.errors.InternalError) as e:
@@ -458,7 +459,11 @@ class TrainingRun:
                 rate_window = (rate_window + [elapsed])[-20:]
             first_step = False
             if self.step == previous:
-                # float16: the loss scaler skipped this batch (overflow); no new step to report or save.
+                # float16: the loss scaler skipped this batch (overflow); no new step to report or
+                # save, but a stop request still stops here.
+                if stop_requests > 0:
+                    self._stop_for_preemption()
+                    break
                 continue
             self.history.append((self.step, self.values["det_loss"], self.values["total_loss"]))
             pictures = self.global_batch * len(rate_window) / sum(rate_window) if rate_window else 0.0
@@ -471,16 +476,21 @@ class TrainingRun:
                 self.save()
             if opts.eval_every and self.step % opts.eval_every == 0:
                 self.evaluate()
-            try:
-                self.preemption.check()
-            except Preempted:
-                self.preempted = True
-                print("\npreempted (SIGTERM): saved %s at step %d; rerun the same command to resume"
-                      % (self.last_good or "the checkpoint", self.step), flush=True)
+            if stop_requests > 0:
+                self._stop_for_preemption()
                 break
         if self.saved_step != self.step and self.step > 0:
             self.save()
         self.writer.flush()
+
+    def _stop_for_preemption(self):
+        """Every worker saw the stop request at this step: all save it, and the run ends."""
+        if self.saved_step != self.step and self.step > 0:
+            self.save()
+        self.preempted = True
+        reason = self.preemption.reason or "another worker was asked to stop"
+        print("\npreempted (%s): saved %s at step %d; rerun the same command to resume"
+              % (reason, self.last_good or "the checkpoint", self.step), flush=True)
 
     def _lost_worker_message(self, error):
         """One line for a multi-worker step that failed because a peer stopped answering."""
