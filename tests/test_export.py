@@ -38,6 +38,45 @@ np.savez(sys.argv[3], **out)
 """ % (SIZE, SIZE)
 
 
+def test_infer_keeps_pictures_of_the_same_name_apart(exported, tmp_path):
+    """Real folders: a/x.png and b/x.png must not overwrite each other's drawing or share an id."""
+    for folder, seed in (("a", 1), ("b", 2)):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        tf.io.write_file(str(tmp_path / "in" / folder / "x.png"), tf.io.encode_png(synthetic_picture(80, 110, seed)))
+    tf.io.write_file(str(tmp_path / "in" / "7.png"), tf.io.encode_png(synthetic_picture(80, 110, 3)))
+    pattern = ",".join(str(tmp_path / "in" / p) for p in ("*.png", "*/x.png", "a/*.png"))  # a/x.png twice
+    cmd = [sys.executable, "-m", "efficientdet_tf.cli.infer", "--saved_model_dir=" + str(exported / "3"),
+           "--input=" + pattern, "--output_dir=" + str(tmp_path / "out")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert {r["image_id"] for r in results} == {7, "a/x.png", "b/x.png"}
+    by_file = {}
+    for r in results:
+        by_file.setdefault(r["file_name"], set()).add(r["image_id"])
+    assert len(by_file) == 3 and all(len(ids) == 1 for ids in by_file.values())
+    for drawing in ("7.jpg", "a/x.png.jpg", "b/x.png.jpg"):
+        assert (tmp_path / "out" / drawing).is_file(), drawing
+    assert "wrote 3 pictures" in result.stdout
+
+
+def test_infer_stops_on_memory_errors_instead_of_skipping(tmp_path, monkeypatch):
+    import errno
+
+    from efficientdet_tf.data import pictures
+
+    path = str(tmp_path / "x.png")
+    tf.io.write_file(path, tf.io.encode_png(synthetic_picture(20, 20, 0)))
+    for error in (MemoryError(), OSError(errno.EMFILE, "Too many open files")):
+        def fail(*args, error=error, **kwargs):
+            raise error
+        monkeypatch.setattr(pictures, "load_rgb", fail)
+        with pytest.raises(type(error)):
+            pictures.read_picture(path)
+    monkeypatch.setattr(pictures, "load_rgb", lambda *a, **k: (_ for _ in ()).throw(OSError("cannot identify image")))
+    assert pictures.read_picture(path) == (None, "OSError: cannot identify image")
+
+
 def _example(encoded):
     feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()

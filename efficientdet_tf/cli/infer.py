@@ -28,19 +28,30 @@ def _inputs(patterns):
         matches = sorted(glob.glob(pattern))
         if not matches:
             raise common.UsageError("--input %r matches no file" % pattern)
-        files += matches
+        files += [match for match in matches if match not in files]  # overlapping globs: each file once
     return files
 
 
-def _read(path):
-    """(uint8 picture, None) or (None, why it cannot be read)."""
-    from efficientdet_tf.data.pictures import load_rgb
+def output_names(files):
+    """{file: (image_id, drawing path relative to the output dir)}, distinct for every file.
 
-    try:
-        return load_rgb(path), None
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for a bad file; each is one skipped file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return None, "%s: %s" % (type(e).__name__, reason)
+    The file name's stem is the id (an int when it is all digits, as COCO ids are) and the drawing
+    is `<stem>.jpg`; files whose stems collide (the same name in two folders, or 7.png beside
+    7.jpg) get their path below the inputs' common folder instead, as id and as drawing path."""
+    stems = {}
+    for path in files:
+        stems.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
+    absolute = [os.path.abspath(path) for path in files]
+    root = os.path.commonpath([os.path.dirname(path) for path in absolute]) if files else ""
+    names = {}
+    for path, full in zip(files, absolute):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if len(stems[stem]) == 1:
+            names[path] = (int(stem) if stem.isdigit() else stem, stem + ".jpg")
+        else:
+            relative = os.path.relpath(full, root).replace(os.sep, "/")
+            names[path] = (relative, relative + ".jpg")
+    return names
 
 
 def main(argv):
@@ -53,6 +64,7 @@ def main(argv):
     files = _inputs(FLAGS.input)
     import numpy as np
 
+    from efficientdet_tf.data.pictures import read_picture
     from efficientdet_tf.eval.coco_format import coco_results
     from efficientdet_tf.runtime import LoadError, load_detector
     from efficientdet_tf.visualize import draw_detections
@@ -66,17 +78,20 @@ def main(argv):
         raise common.UsageError(str(e)) from None
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     results, skipped = [], []
+    names = output_names(files)
     for path in files:
-        image, reason = _read(path)
+        image, reason = read_picture(path)
         if image is None:
             skipped.append({"file": path, "reason": reason})
             print("%s: skipped (%s)" % (path, reason), file=sys.stderr)
             continue
         detections = detect(image)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        results += coco_results(int(stem) if stem.isdigit() else stem, detections)
+        image_id, drawing = names[path]
+        results += [dict(r, file_name=path) for r in coco_results(image_id, detections)]
         drawn = draw_detections(image, detections, label_map, FLAGS.min_score)
-        drawn.save(os.path.join(FLAGS.output_dir, stem + ".jpg"), quality=92)
+        drawing = os.path.join(FLAGS.output_dir, drawing)
+        os.makedirs(os.path.dirname(drawing), exist_ok=True)
+        drawn.save(drawing, quality=92)
         print("%s: %d detections (%d >= %.2f)" % (path, int(detections["num_detections"]),
               int(np.sum(detections["detection_scores"] >= FLAGS.min_score)), FLAGS.min_score))
     with open(os.path.join(FLAGS.output_dir, "detections.json"), "w") as f:

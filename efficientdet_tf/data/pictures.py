@@ -7,6 +7,8 @@ One rule for every path, so that training sees what serving sees:
 - EXIF orientation is applied when `orientation` says so (see `load_rgb`).
 """
 
+import errno
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -52,3 +54,24 @@ def load_rgb(path, apply_orientation=True):
         if apply_orientation and exif_orientation(image) != 1:
             image = ImageOps.exif_transpose(image)
         return np.asarray(to_rgb(image))
+
+
+# The machine, not the file: these stop a run instead of skipping the picture.
+_RESOURCE_ERRNOS = (errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC)
+
+
+def read_picture(path):
+    """`load_rgb` for tools that skip unreadable files: (uint8 picture, None) or (None, why, in one line).
+
+    MemoryError and resource errors (out of memory, file handles or disk) are raised: they are
+    not the file's fault, and skipping every following picture for them would lose the run.
+    """
+    try:
+        return load_rgb(path), None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for a bad file; each is one skipped file
+        if isinstance(e, OSError) and e.errno in _RESOURCE_ERRNOS:
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, "%s: %s" % (type(e).__name__, reason)
