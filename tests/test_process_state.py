@@ -11,9 +11,26 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Appended to each probe: frees 300 MB of heap blocks (below the mmap threshold) and sets `kept`
+# to the free top of the main heap that malloc keeps: ~0 with glibc's default padding, 256 MB padded.
+KEPT_BY_MALLOC = textwrap.dedent("""
+    import ctypes
+    class MallInfo(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(100_000) for _ in range(3000)]
+    for block in reversed(blocks):
+        libc.free(block)
+    kept = libc.mallinfo2().keepcost
+""")
+
 # Third-party packages are imported first: what they change on import is theirs, not ours.
 PROBE = textwrap.dedent("""
-    import ctypes, importlib, json, logging, os, pkgutil, sys
+    import importlib, json, logging, os, pkgutil, sys
     import numpy, yaml, PIL.Image, matplotlib, absl.flags, absl.logging, tensorflow as tf, keras
     from tensorflow.python.eager import context
     from tensorflow.python.framework import config as tf_config
@@ -39,20 +56,7 @@ PROBE = textwrap.dedent("""
                 for flag in absl.flags.FLAGS.get_flags_for_module(module.name):
                     delattr(absl.flags.FLAGS, flag.name)
     after = state()
-
-    class MallInfo(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = MallInfo
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-    blocks = [libc.malloc(100_000) for _ in range(3000)]  # 300 MB below the mmap threshold, then freed
-    for block in reversed(blocks):
-        libc.free(block)
-    kept = libc.mallinfo2().keepcost  # the free top of the main heap that malloc keeps
-    print("STATE " + json.dumps({"before": before, "after": after, "modules": names, "kept": kept}))
-""")
+""") + KEPT_BY_MALLOC + 'print("STATE " + json.dumps({"before": before, "after": after, "modules": names, "kept": kept}))\n'
 
 
 def _run(code, *args, **env):
@@ -80,26 +84,14 @@ def test_importing_every_module_changes_nothing_process_wide():
 
 
 TOOL = textwrap.dedent("""
-    import ctypes, importlib, sys
+    import importlib, sys
     tool = sys.argv[1]
     sys.argv = ["efficientdet-" + tool, "--model_dir="]
     try:
         importlib.import_module("efficientdet_tf.cli." + tool).run()
     except SystemExit:
         pass
-    from efficientdet_tf.train import host_memory
-    class MallInfo(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = MallInfo
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-    blocks = [libc.malloc(100_000) for _ in range(3000)]
-    for block in reversed(blocks):
-        libc.free(block)
-    print("KEPT", libc.mallinfo2().keepcost)
-""")
+""") + KEPT_BY_MALLOC + 'print("KEPT", kept)\n'
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
