@@ -1,15 +1,17 @@
 """Installs efficientdet_tf and tfrecord_tools."""
 
-import glob
-
 from setuptools import find_packages, setup
 
 setup(
     name="efficientdet_tf",
     version="0.1.0",
     description="EfficientDet D0-D7x and Lite0-Lite4 for TensorFlow 2.21 / Keras 3",
-    packages=find_packages(include=["efficientdet_tf", "efficientdet_tf.*", "tfrecord_tools", "tfrecord_tools.*"]),
-    data_files=[("share/efficientdet_tf/hparams", sorted(glob.glob("hparams/*.yaml")))],
+    # hparams/ is a top-level folder of the repository and ships inside the package as
+    # efficientdet_tf.hparams, so every install layout (--target, --prefix, --user, wheels) finds it.
+    packages=find_packages(include=["efficientdet_tf", "efficientdet_tf.*", "tfrecord_tools", "tfrecord_tools.*"])
+    + ["efficientdet_tf.hparams"],
+    package_dir={"efficientdet_tf.hparams": "hparams"},
+    package_data={"efficientdet_tf.hparams": ["*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<2.22",

@@ -6,6 +6,7 @@ data, inference, export, training and evaluation get them from here.
 
 import functools
 
+from efficientdet_tf.config.schema import choices_of
 from efficientdet_tf.ops import anchors as anchors_lib
 
 # Normalisation of the lite models: (x - 127) / 128.
@@ -76,7 +77,7 @@ def build_loss_fn(config):
 # soft-NMS over the 5000 best (anchor, class) pairs, 100 detections per picture.
 OFFICIAL_EVAL_NMS = {"mode": "per_class", "method": "gaussian", "score_threshold": 0.001, "sigma": 0.5,
                      "max_detections": 100, "max_nms_inputs": 5000}
-EVAL_NMS_PRESETS = ("official", "config")
+EVAL_NMS_PRESETS = choices_of("eval", "nms_preset")
 
 
 def evaluation_config(config, preset=None):

@@ -1,5 +1,7 @@
 """Config loading, overrides and their errors."""
 
+import os
+
 import pytest
 
 from efficientdet_tf.config import ConfigError, get_config, model_names
@@ -62,3 +64,56 @@ def test_unknown_model_name_suggests_nearest():
     with pytest.raises(ConfigError) as err:
         get_config("efficientdet-d9")
     assert "did you mean 'efficientdet-d7'" in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["--target", "--prefix"])
+def test_an_installed_copy_finds_its_hparams_in_any_install_layout(layout, tmp_path):
+    """`pip install --target/--prefix` (a Debian/Colab system pip puts files under /usr/local while
+    sys.prefix is /usr): the hparams ship inside the package, not beside sys.prefix."""
+    import glob
+    import shutil
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = tmp_path / "source"  # the build writes build/ and egg-info: not into the checkout
+    source.mkdir()
+    for name in ("setup.py", "efficientdet_tf", "tfrecord_tools", "hparams"):
+        copy = shutil.copytree if os.path.isdir(os.path.join(root, name)) else shutil.copy
+        copy(os.path.join(root, name), source / name)
+    where = tmp_path / "installed"
+    # A real wheel of the checkout; no dependencies (the test's venv has them), and --ignore-installed
+    # so that pip leaves the venv's own install of the package alone.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--ignore-installed", layout, str(where), str(source)], check=True, cwd=tmp_path)
+    site = str(where) if layout == "--target" else glob.glob(str(where / "lib" / "python*" / "site-packages"))[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = ("import efficientdet_tf, efficientdet_tf.config as c; "
+             "cfg = c.get_config('efficientdet-lite2', 'num_classes=3'); "
+             "print(efficientdet_tf.__file__, cfg.backbone_name, cfg.num_classes, len(c.model_names()))")
+    env = dict(os.environ, PYTHONPATH=site, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", probe], check=True, cwd=elsewhere, env=env,
+                         capture_output=True, text=True).stdout.split()
+    assert out[0].startswith(site), out  # the installed copy, not the checkout
+    assert out[1:] == ["efficientnet-lite2", "3", "15"]
+
+
+def test_the_schema_declares_each_allowed_value_once_and_the_implementations_follow_it():
+    import dataclasses
+
+    from efficientdet_tf.config import schema
+    from efficientdet_tf.model import fpn_topologies
+    for section, cls in schema.SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            for value in field.metadata.get("choices", ()):
+                key = field.name if section is None else "%s.%s" % (section, field.name)
+                assert get_config("efficientdet-d0", {key: value})[section or field.name] is not None
+    assert sorted(fpn_topologies._GENERATORS) == sorted(schema.choices_of(None, "fpn_name"))
+    cfg = get_config("efficientdet-d0")
+    assert isinstance(cfg.train, schema.Train) and cfg.train.clip_gradients_scope == "replica"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.nms.sigma = 0.1
+    with pytest.raises(ConfigError, match=r"'train.lr_schedule' must be one of \('cosine', 'constant'\)"):
+        get_config("efficientdet-d0", "lr_schedule=step")
+    with pytest.raises(ConfigError, match="'act_type' must be one of"):
+        get_config("efficientdet-d0", "act_type=gelu")

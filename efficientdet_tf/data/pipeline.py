@@ -199,9 +199,6 @@ class InputPipeline:
             image, boxes = autoaugment.distort_with_autoaugment(image, boxes, aug_seed)
         elif data.autoaugment_policy == "randaug":
             image, boxes = autoaugment.distort_with_randaugment(image, boxes, aug_seed)
-        elif data.autoaugment_policy:
-            raise ValueError("data.autoaugment_policy must be '', 'v0' or 'randaug', got %r"
-                             % data.autoaugment_policy)
         if data.input_rand_hflip:
             image, boxes = augment.random_horizontal_flip(image, boxes, flip_seed)
         image = self._normalize(image)

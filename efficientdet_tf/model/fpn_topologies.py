@@ -7,7 +7,9 @@ node fuses its resampled inputs (`fpn_weight_method`), then applies activation, 
 convolution and batch norm, whatever the topology.
 """
 
-FPN_NAMES = ("bifpn", "fpn", "panet", "fully_connected")
+from efficientdet_tf.config.schema import choices_of
+
+FPN_NAMES = choices_of(None, "fpn_name")
 
 
 class TopologyError(ValueError):

@@ -4,7 +4,9 @@ import keras
 import numpy as np
 from keras import ops
 
-FUSION_METHODS = ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn")
+from efficientdet_tf.config.schema import choices_of
+
+FUSION_METHODS = choices_of(None, "fpn_weight_method")
 
 
 @keras.saving.register_keras_serializable(package="efficientdet_tf")

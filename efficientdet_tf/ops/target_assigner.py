@@ -7,6 +7,7 @@ matched_threshold, or, with crowd_anchors='ignore', an anchor that matches only 
 
 import tensorflow as tf
 
+from efficientdet_tf.config.schema import choices_of
 from efficientdet_tf.ops import anchors as anchors_lib
 from efficientdet_tf.ops import box_coder
 
@@ -41,14 +42,14 @@ class TargetAssigner:
     matched_threshold becomes IGNORE (the loss skips it).
     """
 
-    CROWD_ANCHORS = ("background", "ignore")
+    CROWD_ANCHORS = choices_of("loss", "crowd_anchors")
 
     def __init__(self, image_size, min_level=3, max_level=7, num_scales=3, aspect_ratios=(1.0, 2.0, 0.5),
                  anchor_scale=4.0, matched_threshold=0.5, unmatched_threshold=0.5, crowd_anchors="background"):
         """Args: the anchor grid (see `anchors.generate_anchors`), the two IoU thresholds and what
         anchors on crowd boxes become ('background' or 'ignore')."""
         if crowd_anchors not in self.CROWD_ANCHORS:
-            raise ValueError("loss.crowd_anchors must be 'background' or 'ignore', got %r" % (crowd_anchors,))
+            raise ValueError("loss.crowd_anchors must be one of %s, got %r" % (self.CROWD_ANCHORS, crowd_anchors))
         self.crowd_anchors = crowd_anchors
         self.anchors = tf.constant(anchors_lib.generate_anchors(
             image_size, min_level, max_level, num_scales, aspect_ratios, anchor_scale))

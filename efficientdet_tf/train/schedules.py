@@ -5,9 +5,10 @@ import math
 import keras
 import tensorflow as tf
 
+from efficientdet_tf.config.schema import choices_of
 from efficientdet_tf.train.errors import TrainError
 
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = choices_of("train", "lr_schedule")
 REFERENCE_BATCH = 64  # train.learning_rate and train.lr_warmup_init are given for 64 pictures
 
 

@@ -20,18 +20,7 @@ from efficientdet_tf.train.preemption import PreemptionWatch
 from efficientdet_tf.train.summaries import SummaryWriter
 from efficientdet_tf.train.train_step import build_train_step, build_training_model
 
-PRECISIONS = {"": "float32", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 LOSS_KEYS = ("cls_loss", "box_loss", "det_loss", "reg_loss", "total_loss")
-
-
-def _precision(value):
-    if value is True:
-        return "float16"
-    if value is False or value is None:
-        return "float32"
-    if value not in PRECISIONS:
-        raise TrainError("train.mixed_precision must be '', float16 or bfloat16; got %r" % value)
-    return PRECISIONS[value]
 
 
 def _count_tfrecords(files):
@@ -293,7 +282,7 @@ class TrainingRun:
             raise TrainError(str(e)) from None
         self.chief = strategy_lib.is_chief(self.strategy)
         tc = self.config.train
-        self.precision = _precision(tc.mixed_precision)
+        self.precision = tc.mixed_precision or "float32"
         self.global_batch = int(tc.batch_size)
         replicas = self.strategy.num_replicas_in_sync
         if self.global_batch < 1 or self.global_batch % replicas:

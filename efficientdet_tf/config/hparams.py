@@ -1,31 +1,29 @@
-"""Model configuration: load hparams/*.yaml, apply overrides, validate keys and types."""
+"""Hyper-parameters: load the packaged hparams yaml files, apply overrides, validate against the schema."""
 
 import copy
 import difflib
+import importlib.resources
 import os
-import sys
 
 import yaml
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from efficientdet_tf.config import schema
 
 
-def hparams_dir():
-    """Returns the folder that holds `defaults.yaml` and one yaml per model."""
-    candidates = [
-        os.path.join(os.path.dirname(_HERE), "hparams"),  # source checkout / editable install
-        os.path.join(sys.prefix, "share", "efficientdet_tf", "hparams"),  # wheel install
-    ]
-    for path in candidates:
-        if os.path.isfile(os.path.join(path, "defaults.yaml")):
-            return path
-    raise FileNotFoundError("efficientdet_tf: hparams folder not found (looked in %s)" % candidates)
+def _hparams_files():
+    """The packaged hparams folder (`efficientdet_tf.hparams`, the repository's `hparams/`)."""
+    return importlib.resources.files("efficientdet_tf.hparams")
+
+
+def _read_hparams(file_name):
+    entry = _hparams_files().joinpath(file_name)
+    return yaml.safe_load(entry.read_text()) if entry.is_file() else None
 
 
 def model_names():
     """Names of the models that have an hparams file, e.g. 'efficientdet-d0'."""
-    return sorted(f[:-5] for f in os.listdir(hparams_dir())
-                  if f.startswith("efficientdet-") and f.endswith(".yaml"))
+    return sorted(entry.name[:-5] for entry in _hparams_files().iterdir()
+                  if entry.name.startswith("efficientdet-") and entry.name.endswith(".yaml"))
 
 
 # Sections that, besides the top-level keys, define the network's weights and outputs.
@@ -45,13 +43,20 @@ class Config:
 
     def __init__(self, data):
         object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_sections", {})
 
     def __getattr__(self, key):
         try:
             value = self._data[key]
         except KeyError:
             raise AttributeError(_unknown_key_message(key, self._data)) from None
-        return Config(value) if isinstance(value, dict) else value
+        if not isinstance(value, dict):
+            return value
+        if key not in self._sections:
+            # A typed, read-only view (config.schema); built on first use so that a stored config of an
+            # older version still opens for the parts it has.
+            self._sections[key] = schema.SECTIONS[key](**copy.deepcopy(value))
+        return self._sections[key]
 
     def __getitem__(self, key):
         return self.__getattr__(key)
@@ -156,16 +161,16 @@ def _set_dotted(nested, key, value):
         node[parts[-1]] = value
 
 
-def _type_ok(default, value):
-    if isinstance(default, bool):
+def _type_ok(expected, value):
+    if expected is bool:
         return isinstance(value, bool)
-    if isinstance(default, int):
+    if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
+    if expected is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
+    if expected is str:
         return isinstance(value, str)
-    if isinstance(default, list):
+    if expected is list:
         return isinstance(value, (list, tuple))
     return True
 
@@ -193,33 +198,25 @@ def _apply(data, overrides, prefix):
                                   % (prefix, key, prefix, key, next(iter(default))))
             _apply(default, value, prefix + key + ".")
             continue
-        if not _type_ok(default, value):
-            raise ConfigError("hparam '%s%s' expects %s, got %r" % (
-                prefix, key, type(default).__name__, value))
-        if isinstance(default, float):
+        expected = schema.field_types(prefix[:-1] or None).get(key, type(default))
+        if not _type_ok(expected, value):
+            raise ConfigError("hparam '%s%s' expects %s, got %r" % (prefix, key, expected.__name__, value))
+        if expected is float:
             value = float(value)
         data[key] = list(value) if isinstance(value, tuple) else value
 
 
-_CHOICES = {
-    "fpn_weight_method": ("sum", "attn", "fastattn", "channel_attn", "channel_fastattn"),
-    "fpn_name": ("bifpn", "fpn", "panet", "fully_connected"),
-    "act_type": ("swish", "silu", "relu", "relu6"),
-    "input_norm": ("imagenet", "lite"),
-}
-_NMS_CHOICES = {"mode": ("global", "per_class", "combined"), "method": ("gaussian", "hard")}
-_TRAIN_CHOICES = {"clip_gradients_scope": ("replica", "global")}
-
-
 def _validate(data):
-    for key, choices in _CHOICES.items():
-        if data[key] not in choices:
-            raise ConfigError("hparam '%s' must be one of %s, got %r" % (key, choices, data[key]))
-    for section, table in (("nms", _NMS_CHOICES), ("train", _TRAIN_CHOICES)):
-        for key, choices in table.items():
-            if data[section][key] not in choices:
-                raise ConfigError("hparam '%s.%s' must be one of %s, got %r" % (section, key, choices,
-                                                                               data[section][key]))
+    unknown = sorted(set(data) - {f for f in schema.field_types(None)} - set(schema.SECTIONS))
+    if unknown:
+        raise ConfigError("unknown hparam '%s'" % unknown[0])
+    try:
+        schema.check(None, {k: v for k, v in data.items() if not isinstance(v, dict)}, prefix="")
+        for section in schema.SECTIONS:
+            if section is not None:
+                schema.check(section, data[section], prefix=section + ".")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if data["anchors"]["num_scales"] < 1 or not data["anchors"]["aspect_ratios"]:
         raise ConfigError("hparams need anchors.num_scales >= 1 and at least one anchors.aspect_ratios entry")
     if data["num_classes"] < 1:
@@ -240,7 +237,7 @@ def get_config(name_or_yaml_path="efficientdet-d0", overrides=None):
       overrides: optional 'a=1,b.c=x' string, dict (keys may be dotted) or yaml file path.
 
     Returns:
-      A validated `Config`.
+      A validated `Config`; its sections are the typed views of `config.schema`.
 
     Raises:
       ConfigError: unknown model name, unknown key (the message names the nearest valid one) or a
@@ -248,21 +245,18 @@ def get_config(name_or_yaml_path="efficientdet-d0", overrides=None):
     """
     if isinstance(name_or_yaml_path, Config):
         return name_or_yaml_path.replace(overrides)
-    directory = hparams_dir()
-    with open(os.path.join(directory, "defaults.yaml")) as f:
-        data = yaml.safe_load(f)
+    data = _read_hparams("defaults.yaml")
     if name_or_yaml_path.endswith((".yaml", ".yml")):
         layered = _parse_overrides(name_or_yaml_path)
         model_name = layered.get("name", data["name"])
     else:
         layered, model_name = {}, name_or_yaml_path
-    model_file = os.path.join(directory, model_name + ".yaml")
-    if not os.path.isfile(model_file):
+    model_data = _read_hparams(model_name + ".yaml")
+    if model_data is None:
         near = difflib.get_close_matches(model_name, model_names(), n=1, cutoff=0.5)
         hint = " (did you mean '%s'?)" % near[0] if near else ""
         raise ConfigError("unknown model name '%s'%s; known: %s" % (model_name, hint, ", ".join(model_names())))
-    with open(model_file) as f:
-        _apply(data, yaml.safe_load(f), prefix="")
+    _apply(data, model_data, prefix="")
     _apply(data, layered, prefix="")
     _apply(data, _parse_overrides(overrides), prefix="")
     _validate(data)
