@@ -1,6 +1,6 @@
 """A miniature of the paper's Table 5 on the shapes dataset: feature networks trained alike.
 
-    python benchmarks/ablation_fpn.py [--steps 600] [--seeds 0,1] [--output_dir /tmp/ablation]
+    python -m benchmarks.ablation_fpn [--steps 600] [--seeds 0,1] [--output_dir /tmp/ablation]
 
 Every variant shares the demo detector's backbone, width, depth, heads, data and schedule
 (efficientdet_tf/cli/demo.py: Lite0 design at 128 px, slimmed), and differs only in the feature
@@ -14,9 +14,7 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 VARIANTS = (("fpn", "fpn", "fastattn"), ("panet", "panet", "fastattn"),
             ("fully_connected", "fully_connected", "fastattn"), ("bifpn sum", "bifpn", "sum"),

@@ -1,6 +1,6 @@
 """COCO AP of every serving path of one trained model: Keras fp32, SavedModel, TFLite fp32/fp16/int8, ONNX fp32/int8.
 
-    python benchmarks/accuracy_paths.py --model_dir demo_out/model \
+    python -m benchmarks.accuracy_paths --model_dir demo_out/model \
         --val_file_pattern 'demo_out/shapes/val-*' --calibration_file_pattern 'demo_out/shapes/train-*' \
         [--paths keras,savedmodel,tflite_fp32,tflite_fp16,tflite_int8,onnx_fp32,onnx_int8]
         [--num_calibration_images 100] [--hparams eval.nms_preset=config]
@@ -116,9 +116,9 @@ def main():
     folded = config = None
     if set(paths) - {"keras"}:  # one folding serves every export
         from efficientdet_tf.export.saved_model import fold_and_check
-        from efficientdet_tf.inference import build_detection_model
+        from efficientdet_tf.checkpoints.opening import open_model
 
-        model, config = build_detection_model(args.model_dir)
+        model, config = open_model(args.model_dir)
         folded = fold_and_check(model, config)
     results = {}
     with tempfile.TemporaryDirectory() as root:

@@ -21,8 +21,7 @@ import subprocess
 import sys
 import textwrap
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import interleaved_medians, recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import interleaved_medians, recorder
 
 say = recorder("latency_official.jsonl")
 
@@ -43,8 +42,7 @@ OFFICIAL_EXPORT = textwrap.dedent(r"""
 PARITY_TOLERANCE = 1e-4  # the tests' bound on raw outputs (tests/test_model.py, test_export.py)
 # Its net_input is the parity tests' input; a full reference copy beside the checkpoint also holds
 # the official raw outputs for it (the project's compact copy stores the class outputs compressed).
-COMPACT_REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data",
-                                 "efficientdet-d0", "reference_outputs.npz")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def official_folder(path):
@@ -174,7 +172,7 @@ def worker_candidates(manifest, runs_batch8):
 
 def effdet_candidates(batch8):
     """`latency_cpu.peer_fns` (effdet's tf_efficientdet_d0), its batch-8 candidate named as ours."""
-    from latency_cpu import peer_fns
+    from benchmarks.peers import peer_fns
     fns = peer_fns(batch8)
     if "effdet end to end batch8" in fns:
         fns["effdet batch8"] = fns.pop("effdet end to end batch8")
@@ -235,18 +233,23 @@ def run(args, shapes_records):
     os.makedirs(work, exist_ok=True)
     manifest_path = os.path.join(work, "manifest.json")
     if not os.path.exists(manifest_path):
+        full = os.path.join(os.path.dirname(checkpoint) if os.path.isfile(checkpoint + ".index")
+                            else checkpoint, "reference_outputs.npz")
+        reference = full if os.path.exists(full) else args.reference_outputs
+        if not reference:
+            sys.exit("no reference_outputs.npz beside --checkpoint: give --reference_outputs (the repository "
+                     "keeps one in tests/data/efficientdet-d0/)")
         ours = export_ours(checkpoint, work, shapes_records(work))
         official = export_official(python, official_dir, checkpoint, work, (1, 8))
         with open(manifest_path, "w") as f:
-            full = os.path.join(os.path.dirname(checkpoint) if os.path.isfile(checkpoint + ".index")
-                                else checkpoint, "reference_outputs.npz")
-            json.dump({"reference": full if os.path.exists(full) else COMPACT_REFERENCE, "ours": ours, "official": {str(k): v for k, v in official.items()}}, f, indent=1)
+            json.dump({"reference": reference, "ours": ours, "official": {str(k): v for k, v in official.items()}}, f, indent=1)
     results = []
     for index in range(args.processes):
-        command = [python, os.path.abspath(__file__), "--worker", work, "--runs", str(args.runs),
+        command = [python, "-m", "benchmarks.beside_official", "--worker", work, "--runs", str(args.runs),
                    "--warmup", str(args.warmup), "--repeat", str(args.repeat)] + (["--batch8"] * args.batch8)
         out = subprocess.run(command, capture_output=True, text=True,
-                             env=dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2"))
+                             env=dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2",
+                                      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode or not lines:
             sys.exit("worker process %d failed:\n%s" % (index + 1, out.stderr[-3000:]))

@@ -1,6 +1,6 @@
 """How far apart are the two gradient-clipping scopes on one D0 step over two replicas?
 
-    python benchmarks/clip_scope.py --ckpt efficientdet-d0
+    python -m benchmarks.clip_scope --ckpt efficientdet-d0
 
 'replica' (the default, as the official trainers) clips each replica's share of the gradient
 before the sum; 'global' clips the sum, which does not depend on the replica count. Two logical
@@ -11,15 +11,11 @@ share before clipping (also appended to $OUT/clip_scope.jsonl when OUT is set).
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from timing import recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import recorder
 
 say = recorder("clip_scope.jsonl")
 
@@ -27,8 +23,8 @@ say = recorder("clip_scope.jsonl")
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default="efficientdet-d0", help="official D0 checkpoint (prefix, folder or name)")
-    parser.add_argument("--data", default=os.path.join(ROOT, "tests", "data", "efficientdet-d0",
-                                                       "training_step_reference.npz"))
+    parser.add_argument("--data", required=True, help="training_step_reference.npz of the D0 reference "
+                        "(the repository keeps one in tests/data/efficientdet-d0/)")
     parser.add_argument("--clip", type=float, default=10.0)
     args = parser.parse_args()
     cpu = tf.config.list_physical_devices("CPU")[0]

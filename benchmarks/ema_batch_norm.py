@@ -2,7 +2,7 @@
 EMA) move COCO AP? One checkpoint, evaluated twice.
 
     efficientdet-demo --output_dir /tmp/demo_bn --hparams=train.average_batch_norm=true
-    python benchmarks/ema_batch_norm.py --model_dir /tmp/demo_bn/model \
+    python -m benchmarks.ema_batch_norm --model_dir /tmp/demo_bn/model \
         --val_file_pattern '/tmp/demo_bn/shapes/val-*.tfrecord'
 
 The model dir must come from a run with `train.average_batch_norm=true`, so its checkpoint holds
@@ -13,12 +13,8 @@ to $OUT/ema_batch_norm.jsonl when OUT is set).
 """
 
 import argparse
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from timing import recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import recorder
 
 say = recorder("ema_batch_norm.jsonl")
 STATISTICS = ("moving_mean", "moving_variance")
@@ -36,7 +32,7 @@ def main():
     from efficientdet_tf.checkpoints.loading import trainer_tensors
     from efficientdet_tf.checkpoints.official import model_variables
     from efficientdet_tf.eval.evaluator import evaluate
-    from efficientdet_tf.inference import build_detection_model
+    from efficientdet_tf.checkpoints.opening import open_model
 
     prefix = tf.train.latest_checkpoint(args.model_dir)
     tensors = trainer_tensors(prefix)
@@ -44,7 +40,7 @@ def main():
     if not averaged:
         raise SystemExit("%s holds no averaged batch-norm statistics: train with "
                          "--hparams=train.average_batch_norm=true" % prefix)
-    model, _ = build_detection_model(args.model_dir)  # EMA weights, averaged statistics
+    model, _ = open_model(args.model_dir)  # EMA weights, averaged statistics
     variables = model_variables(model)
     gap = max(float(np.max(np.abs(tensors["ema"][n] - tensors["weights"][n]) / (np.abs(tensors["weights"][n]) + 1e-6)))
               for n in averaged)

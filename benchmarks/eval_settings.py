@@ -1,6 +1,6 @@
 """COCO AP under the official evaluation's post-processing beside the serving default.
 
-    python benchmarks/eval_settings.py --checkpoint demo_out/model \
+    python -m benchmarks.eval_settings --checkpoint demo_out/model \
         --val_file_pattern 'demo_out/data/val-*.tfrecord' [--reference_dir ../shared/reference/efficientdet-d0]
 
 Evaluates one model twice with the project's evaluator: `eval.nms_preset=official` (per-class
@@ -15,14 +15,11 @@ Each result is printed as one JSON line (also appended to $OUT/eval_settings.jso
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from timing import recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import recorder
 
 say = recorder("eval_settings.jsonl")
 PRESETS = ("official", "config")

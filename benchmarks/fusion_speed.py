@@ -1,7 +1,7 @@
 """Softmax fusion (`attn`) against fast normalised fusion (`fastattn`), timed in one run.
 
-    python benchmarks/fusion_speed.py [--model efficientdet-d0] [--batch 1] [--rounds 15]
-    KERAS_BACKEND=jax python benchmarks/fusion_speed.py   # e.g. on a GPU machine without TensorFlow
+    python -m benchmarks.fusion_speed [--model efficientdet-d0] [--batch 1] [--rounds 15]
+    KERAS_BACKEND=jax python -m benchmarks.fusion_speed   # e.g. on a GPU machine without TensorFlow
 
 Two measurements, each interleaved round by round between the methods (so machine noise hits
 both alike), medians reported with the ratio softmax / fast:

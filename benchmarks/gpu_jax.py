@@ -1,7 +1,7 @@
 """GPU latency of the network under KERAS_BACKEND=jax (jit), beside the PyTorch `effdet` peer.
 
 For a machine with JAX and PyTorch but no TensorFlow (the lent H100): carry the keras wheel and run
-    KERAS_BACKEND=jax python benchmarks/gpu_jax.py [--models d0,d1,...] [--peer] [--quick]
+    KERAS_BACKEND=jax python -m benchmarks.gpu_jax [--models d0,d1,...] [--peer] [--quick]
 It prints one JSON line per measurement (also appended to $OUT/gpu_jax.jsonl when OUT is set):
 D0..D7 at batch 1 (fp32 and bf16), D0 at batch 64, and with --peer `effdet`'s
 tf_efficientdet_dN in eager fp32 and torch.compile(mode='reduce-overhead') in the same process.
@@ -11,12 +11,10 @@ Medians over repeated, synchronised runs. Random weights: speed does not depend 
 import argparse
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from timing import recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import recorder
 
 say = recorder("gpu_jax.jsonl")
 

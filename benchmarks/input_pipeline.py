@@ -4,7 +4,7 @@ Writes synthetic 640x480 JPEG pictures with a few boxes each to a temporary fold
 training pipeline (decode, flip, scale jitter + crop, anchor targets, batching) with 1 and 2
 parallel calls, and beside it the rate of one D0 training step (forward + backward + SGD update) at
 the same batch size on batches already in memory: the pipeline must outpace the step.
-Prints one JSON line. Usage: python benchmarks/input_pipeline.py [--help]
+Prints one JSON line. Usage: python -m benchmarks.input_pipeline [--help]
 """
 
 import argparse

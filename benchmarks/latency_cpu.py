@@ -1,8 +1,8 @@
 """CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite, ONNX and `effdet`.
 
-    python benchmarks/latency_cpu.py [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--no_onnx] [--xla]
+    python -m benchmarks.latency_cpu [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--no_onnx] [--xla]
                                      [--quantized] [--batch8] [--memory] [--processes N]
-    python benchmarks/latency_cpu.py --official_dir $TMPDIR/automl --official_python $TMPDIR/automl_venv/bin/python
+    python -m benchmarks.latency_cpu --official_dir $TMPDIR/automl --official_python $TMPDIR/automl_venv/bin/python
                                      [--processes 3] [--runs 10] [--repeat 2] [--batch8] [--memory] [--work_dir DIR]
 
 With --official_dir (a google/automl checkout; nothing of it enters the project) the official
@@ -36,8 +36,9 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from timing import interleaved_medians  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.peers import peer_fns
+from benchmarks.shapes import shapes_records
+from benchmarks.timing import interleaved_medians
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
@@ -117,17 +118,6 @@ def onnx_fns(network, config, root, picture, net_input):
     return fns
 
 
-def shapes_records(root):
-    """TFRecords of 32 synthetic shapes pictures for int8 calibration; returns their pattern."""
-    from tfrecord_tools import create_coco_tfrecord
-    from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
-    folder = os.path.join(root, "shapes")
-    jsons = make_shapes_dataset(folder, 32, 0, size_range=(400, 640))
-    create_coco_tfrecord.create_coco_tfrecord(os.path.join(folder, "train"), jsons["train"],
-                                              os.path.join(folder, "train"), num_shards=1, num_workers=2)
-    return os.path.join(folder, "train-*")
-
-
 def serving_peak_memory(root):
     """Resident memory (MiB) of a fresh process at each stage of serving the SavedModel: after
     importing TensorFlow, after loading, after the first picture, and the peak over 20 pictures."""
@@ -151,32 +141,6 @@ def serving_peak_memory(root):
             if len(words) == 2 and words[0] in ("import", "load", "first", "peak")}
 
 
-def peer_fns(batch8=False):
-    """{label: fn} for effdet's tf_efficientdet_d0, or {} with a message when it is not installed."""
-    try:
-        import effdet
-        import torch
-    except ImportError as e:
-        print("peer skipped: torch/effdet not importable (%s)" % e)
-        return {}
-    fns = {}
-    # Seeded: with random weights the number of boxes reaching effdet's NMS, and so its end-to-end
-    # time, depends on the draw (unseeded runs gave 89 to 137 ms on one machine).
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 512, 512)
-    for task, label in (("", "effdet network"), ("predict", "effdet end to end")):
-        model = effdet.create_model("tf_efficientdet_d0", bench_task=task, pretrained=False,
-                                    pretrained_backbone=False).eval()
-
-        def run(model=model, x=x):
-            with torch.no_grad():
-                return model(x)
-        fns[label] = run
-        if batch8 and task == "predict":
-            fns["effdet end to end batch8"] = functools.partial(run, model, torch.randn(8, 3, 512, 512))
-    return fns
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -198,11 +162,13 @@ def main():
                         "SavedModel beside ours (beside_official.py)")
     parser.add_argument("--official_python", default=sys.executable, help="with --official_dir: a Python "
                         "with tensorflow 2.21 and tf-keras 2.21 (and onnxruntime, torch + effdet to time those)")
+    parser.add_argument("--reference_outputs", default="", help="with --official_dir, when no full reference "
+                        "lies beside --checkpoint: a reference_outputs.npz (tests/data/efficientdet-d0/ has one)")
     parser.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "efficientdet_beside_official"),
                         help="with --official_dir: where the exported files go (reused when present)")
     args = parser.parse_args()
     if args.official_dir:
-        import beside_official
+        from benchmarks import beside_official
         return beside_official.run(args, shapes_records)
     if args.processes > 1:
         return repeat_in_processes(args.processes)
@@ -235,7 +201,7 @@ def repeat_in_processes(count):
         skip = arg == "--processes"  # its value follows
     ratios = {}
     for run in range(count):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "benchmarks.latency_cpu"] + argv, capture_output=True,
                              text=True, check=True).stdout
         report = out[out.index("\nD0, 512x512"):]
         print("\nprocess %d of %d:%s" % (run + 1, count, report.rstrip()))

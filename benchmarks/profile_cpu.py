@@ -1,6 +1,6 @@
 """Where the CPU time of D0 end to end goes: per model part and per op kind.
 
-    python benchmarks/profile_cpu.py [--runs 20] [--checkpoint DIR] [--model efficientdet-d0] [--unfolded]
+    python -m benchmarks.profile_cpu [--runs 20] [--checkpoint DIR] [--model efficientdet-d0] [--unfolded]
 
 Freezes the serving graph (uint8 picture -> preprocessing -> network -> decoding + NMS, batch norms
 folded as in the export), runs it in a TensorFlow session with full tracing, and adds up each op's
@@ -12,10 +12,7 @@ absolute times move with the machine's load. Prints two Markdown tables.
 
 import argparse
 import collections
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PARTS = (("backbone", ("efficientnet-",)), ("feature network", ("resample_p", "fpn_cells")),
          ("heads", ("class_net", "box_net")))

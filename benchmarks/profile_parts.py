@@ -1,6 +1,6 @@
 """Wall time of D0's model parts in TensorFlow, TFLite fp32 and TFLite int8, side by side.
 
-    python benchmarks/profile_parts.py [--runs 10] [--checkpoint DIR] [--num_calibration_images 16]
+    python -m benchmarks.profile_parts [--runs 10] [--checkpoint DIR] [--num_calibration_images 16]
 
 TFLite has no per-op profiler in its Python package, and a traced TensorFlow run (profile_cpu.py)
 inflates small ops, so the folded network is cut into nested prefixes instead: input -> backbone
@@ -14,12 +14,11 @@ end minus the whole network.
 
 import argparse
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from latency_cpu import DEFAULT_CHECKPOINT, shapes_records  # noqa: E402 (benchmarks/ is the script's folder)
-from timing import interleaved_medians  # noqa: E402
+from benchmarks.latency_cpu import DEFAULT_CHECKPOINT
+from benchmarks.shapes import shapes_records
+from benchmarks.timing import interleaved_medians
 
 PARTS = (("backbone", ("efficientnet",)),
          ("feature network", ("fpn_cells", "resample_")),
@@ -76,7 +75,7 @@ def main():
     from efficientdet_tf import factory
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
     from efficientdet_tf.export.tflite import calibration_images, export_tflite
-    from efficientdet_tf.runtime.tflite import pad_rgb_for
+    from efficientdet_tf.ops.letterbox import pad_rgb_for
     from efficientdet_tf.runtime import Detector
 
     detector = Detector("efficientdet-d0", args.checkpoint if os.path.isdir(args.checkpoint or "") else None)

@@ -1,6 +1,6 @@
 """Where the CPU time of one training step goes, by model part and op type; a batch-norm candidate A/B.
 
-    python benchmarks/profile_train_step.py [--batch 16] [--steps 5] [--compare_bn --rounds 15]
+    python -m benchmarks.profile_train_step [--batch 16] [--steps 5] [--compare_bn --rounds 15]
 
 The step is the trainer's (`train.train_step.build_train_step`: forward, loss, backward, clipping,
 SGD momentum, EMA) for the demo detector of README command 1 (`cli/demo.py`), on one cached batch of
@@ -19,13 +19,10 @@ import collections
 import glob
 import os
 import re
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from timing import interleaved_medians  # noqa: E402 (benchmarks/ is the script's folder)
-from train_step import cached_step  # noqa: E402
+from benchmarks.timing import interleaved_medians
+from benchmarks.train_step import cached_step
 
 WRAPPERS = ("ExecutorState", "KernelAndDeviceFunc", "EagerLocalExecute", "Iterator")
 

@@ -1,6 +1,6 @@
 """An exported SavedModel under concurrent clients, bad requests among the good ones: errors, latency, memory.
 
-    python benchmarks/serving_load.py [--checkpoint DIR] [--image_size 512] [--threads 16] [--requests 400]
+    python -m benchmarks.serving_load [--checkpoint DIR] [--image_size 512] [--threads 16] [--requests 400]
 
 Exports D0 (the reference checkpoint when present, batch norms folded), then calls its signatures
 from `--threads` threads as TF Serving would: every tenth request is a bad one (wrong dtype, no
@@ -13,13 +13,11 @@ latency percentiles of the good requests, and the process's resident memory befo
 import argparse
 import concurrent.futures
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                                   "reference", "efficientdet-d0")
 
@@ -27,6 +25,36 @@ DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".
 def rss_mb():
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024.0
+
+
+def _example(tf, encoded):
+    feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def serving_requests(signatures, pictures):
+    """({name: call} of the good requests, {name: (call, expected error pattern)} of the bad ones) for
+    the signatures of an exported SavedModel; the good ones send `pictures` (three uint8 [H, W, 3])."""
+    import tensorflow as tf
+
+    serving, by_bytes, by_example = (signatures[k] for k in ("serving_default", "serve_image_bytes",
+                                                            "serve_tf_example"))
+    good = {"picture %d" % i: (lambda p=p: serving(images=tf.constant(p[None]))) for i, p in enumerate(pictures)}
+    png = tf.io.encode_png(pictures[1]).numpy()
+    good["png bytes"] = lambda: by_bytes(image_bytes=tf.constant([png]))
+    good["tf.Example"] = lambda: by_example(serialized_example=tf.constant([_example(tf, png)]))
+    huge = tf.zeros([1, 10000, 10000, 3], tf.uint8)
+    bad = {
+        "float32 pixels": (lambda: serving(images=tf.constant(pictures[0][None].astype(np.float32))), "expected to be a uint8 tensor"),
+        "no batch axis": (lambda: serving(images=tf.constant(pictures[0])), "not compatible with expected shape \\[\\?,\\?,\\?,3\\]"),
+        "0x0 picture": (lambda: serving(images=tf.zeros([1, 0, 0, 3], tf.uint8)), "at least 1 pixel"),
+        "10000x10000 picture": (lambda: serving(images=huge), "picture larger than 67108864 pixels"),
+        "bytes that are no picture": (lambda: by_bytes(image_bytes=tf.constant([b"GIF89a, or not"])),
+                                      "Unknown image file format|decode"),
+        "malformed tf.Example": (lambda: by_example(serialized_example=tf.constant([b"\x0a\xff\x01broken"])),
+                                 "serialized_example_is_not_a_tf_Example"),
+    }
+    return good, bad
 
 
 def main():
@@ -41,14 +69,15 @@ def main():
 
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
     from efficientdet_tf.runtime import Detector
-    from test_serving_load import _requests
 
     checkpoint = args.checkpoint if os.path.isdir(args.checkpoint) else None
     detector = Detector("efficientdet-d0", checkpoint, image_size=args.image_size)
     with tempfile.TemporaryDirectory() as root:
         path = export_saved_model(fold_and_check(detector.model, detector.config), detector.config, root)
         loaded = tf.saved_model.load(path)
-        good, bad = _requests(loaded.signatures)
+        pictures = [np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+                    for seed, (h, w) in enumerate([(96, 128), (140, 100), (128, 128)])]
+        good, bad = serving_requests(loaded.signatures, pictures)
         alone = {name: {k: v.numpy() for k, v in call().items()} for name, call in good.items()}
         before = rss_mb()
         names = list(good)

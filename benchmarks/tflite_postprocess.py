@@ -1,6 +1,6 @@
 """TFLite time of D0's post-processing alone, and of its best-class step with each reduction.
 
-    python benchmarks/tflite_postprocess.py [--runs 10] [--num_threads 2]
+    python -m benchmarks.tflite_postprocess [--runs 10] [--num_threads 2]
 
 Converts (a) the best-class step ('top_k' and 'max_argmax', see `ops.postprocess.best_class`) and
 (b) the whole post-processing (best class, decoding, soft-NMS) for TFLite, with D0's raw-output
@@ -9,11 +9,8 @@ trained model's are), medians of interleaved rounds.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import interleaved_medians  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import interleaved_medians
 
 
 def main():

@@ -1,7 +1,7 @@
 """Training pictures/s: our D0 training step beside PyTorch `effdet`'s, in the same process.
 
 CPU (TensorFlow, the default):
-    python benchmarks/train_step.py [--batch 8] [--rounds 5] [--warmup 2] [--no_peer]
+    python -m benchmarks.train_step [--batch 8] [--rounds 5] [--warmup 2] [--no_peer]
 times one optimizer step of the trainer (`train.train_step.build_train_step`: forward, focal + Huber
 loss with the global positives normaliser, weight decay, gradients, per-tensor then global clipping at 10, SGD
 momentum + EMA) on a cached batch of the real input pipeline (shapes TFRecords at 480-640 px), and
@@ -11,11 +11,11 @@ alternating rounds (the shared machine's noise hits both alike); pictures/s = ba
 Note: effdet labels anchors inside its step; our anchor targets come from the input pipeline.
 
 GPU, where only JAX and PyTorch are installed (no TensorFlow; carry the keras wheel):
-    KERAS_BACKEND=jax python benchmarks/train_step.py --jax [--batch 16] [--bf16] [--peer]
+    KERAS_BACKEND=jax python -m benchmarks.train_step --jax [--batch 16] [--bf16] [--peer]
 times the same network and loss under the JAX backend (jit; bf16 with --bf16), SGD momentum,
 clip by global norm and EMA written in jax.numpy, on synthetic anchor targets; --peer times
 `effdet` with AMP (float16 autocast + GradScaler) at the same batch on the GPU.
-Smoke test on a CPU: JAX_PLATFORMS=cpu python benchmarks/train_step.py --jax --image_size 128 --batch 2
+Smoke test on a CPU: JAX_PLATFORMS=cpu python -m benchmarks.train_step --jax --image_size 128 --batch 2
 --rounds 2 --warmup 1.
 
 Each measurement is printed as one JSON line (also appended to $OUT/train_step.jsonl when OUT is set).
@@ -25,12 +25,9 @@ import argparse
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from timing import interleaved_medians, recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import interleaved_medians, recorder
 
 say = recorder("train_step.jsonl")
 

@@ -1,6 +1,6 @@
 """Our trainer beside the official google/automl TF2 trainer: same data, model, steps and recipe.
 
-    python benchmarks/train_vs_official.py --official_dir $TMPDIR/automl/efficientdet \
+    python -m benchmarks.train_vs_official --official_dir $TMPDIR/automl/efficientdet \
         --official_python $TMPDIR/automl_venv/bin/python [--model efficientdet-d0 --image_size 256
         --batch 8 --steps 300 --seeds 1,2 --num_train 400 --num_val 100 --padded_official]
 
@@ -36,8 +36,7 @@ import tempfile
 import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from timing import recorder  # noqa: E402 (benchmarks/ is the script's folder)
+from benchmarks.timing import recorder
 
 say = recorder("train_vs_official.jsonl")
 

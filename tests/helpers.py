@@ -1,6 +1,16 @@
-"""Shared test helpers: box IoU, detection matching, synthetic pictures."""
+"""Shared test helpers: box IoU, detection matching, synthetic pictures, tiny training settings and
+the subprocess plumbing of the training tests."""
+
+import json
+import os
+import socket
 
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"image_size": 128, "num_classes": 5, "train.batch_size": 4}
+# One BiFPN cell and one head layer: the same code paths, half the graph to trace.
+SMALL = dict(TINY, fpn_cell_repeats=1, box_class_repeats=1)
 
 
 def box_iou(a, b):
@@ -52,3 +62,55 @@ def matched_fraction(got, want, score_tol=1e-4, box_tol=0.5):
             & (np.abs(want["detection_scores"][:n, None] - got["detection_scores"][None, :len(other)]) <= score_tol)
             & (np.abs(boxes[:, None] - other[None]).max(-1) <= box_tol))
     return float(same.any(axis=1).mean())
+
+
+def make_shapes_records(folder, num_train=16):
+    """Shapes pictures (5 classes, 128-160 px) written as one training TFRecord; returns its path."""
+    from tfrecord_tools import create_coco_tfrecord
+    from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
+
+    jsons = make_shapes_dataset(str(folder), num_train, 2, seed=0, size_range=(128, 160))
+    paths, report = create_coco_tfrecord.create_coco_tfrecord(
+        os.path.join(str(folder), "train"), jsons["train"], os.path.join(str(folder), "train"), num_shards=1)
+    assert not report.has_issues()
+    return paths[0]
+
+
+def subprocess_env(**extra):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra)
+    return env
+
+
+def results_line(stdout):
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULTS ")]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def checkpoint_distance(a, b):
+    """Largest element difference over the weights and the EMA of two trainer checkpoints."""
+    worst = 0.0
+    for view in ("weights", "ema"):
+        assert a[view].keys() == b[view].keys() and len(a[view]) > 200
+        worst = max(worst, max(float(np.max(np.abs(a[view][k] - b[view][k]))) for k in a[view]))
+    return worst
+
+
+def distances(first, second, resumed, start):
+    """(run to run, resumed to uninterrupted, movement since `start`) for the final checkpoints."""
+    run_to_run = checkpoint_distance(first, second)
+    resumed_gap = max(checkpoint_distance(first, resumed), checkpoint_distance(second, resumed))
+    movement = max(float(np.max(np.abs(start["weights"][k] - resumed["weights"][k]))) for k in start["weights"])
+    return run_to_run, resumed_gap, movement

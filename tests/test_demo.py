@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from efficientdet_tf.eval.coco_metrics import METRIC_KEYS
+from efficientdet_tf.metrics.coco_metrics import METRIC_KEYS
 
 
 def test_demo_quick_runs_end_to_end(tmp_path):

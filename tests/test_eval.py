@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from efficientdet_tf.eval import coco_metrics
+from efficientdet_tf.metrics import coco_metrics
 from efficientdet_tf.eval.evaluator import EvalError, Evaluator, evaluate, make_eval_fn
 from efficientdet_tf.runtime import Detector
 from helpers import synthetic_picture
@@ -69,7 +69,7 @@ def test_checkpoint_detector_and_saved_model_give_the_same_ap(checkpoint_report,
     assert expected["num_pictures"] == len(SIZES)
     assert 0.3 < expected["AP"] < 0.95 and expected["AP50"] > expected["AP"]
     for source in (detector, saved_model, os.path.dirname(saved_model)):
-        got = evaluate(source, val_file_pattern=records, progress=False).metrics
+        got = evaluate(source, val_file_pattern=records, progress=False, nms="serving").metrics
         for key in coco_metrics.METRIC_KEYS:
             assert got[key] == pytest.approx(expected[key], abs=1e-3), (source, key)
 
@@ -124,7 +124,8 @@ def test_outputs_written(checkpoint_report):
 def test_val_json_gives_the_same_numbers(checkpoint_report, records, detector, tmp_path):
     gt_file = tmp_path / "val.json"
     gt_file.write_text(open(checkpoint_report.paths["groundtruth"]).read())
-    got = evaluate(detector, val_file_pattern=records, val_json_file=str(gt_file), progress=False).metrics
+    got = evaluate(detector, val_file_pattern=records, val_json_file=str(gt_file), progress=False,
+                   nms="serving").metrics
     assert got["AP"] == pytest.approx(checkpoint_report.metrics["AP"], abs=1e-3)
 
 
@@ -148,8 +149,8 @@ def test_other_class_count_than_the_records(records, detector, saved_model, tmp_
     # Without a label map: records with ids the model cannot predict.
     small = Detector("efficientdet-lite0", image_size=128, num_classes=3)
     with pytest.raises(EvalError, match=r"class ids the model \(3 classes\) does not predict"):
-        evaluate(small, val_file_pattern=records, progress=False)
-    small_network = small.model  # opened by the evaluator: the network path
+        evaluate(small, val_file_pattern=records, progress=False, nms="serving")
+    small_network = small.model  # the network path
     with pytest.raises(EvalError, match=r"class ids the model \(3 classes\) does not predict.*record #0"):
         Evaluator(small.config, val_file_pattern=records).evaluate(small_network)
 
@@ -200,7 +201,7 @@ def test_tfds_split_on_both_paths():
         # The detector runs its own NMS: the network gets the same one (eval.nms_preset=config).
         network = evaluate(detector.model, tfds_name="voc/2007", hparams="eval.nms_preset=config",
                            progress=False).metrics
-        pictures = evaluate(detector, tfds_name="voc/2007", progress=False).metrics
+        pictures = evaluate(detector, tfds_name="voc/2007", progress=False, nms="serving").metrics
     assert network["num_pictures"] == pictures["num_pictures"] == 3
     for key in coco_metrics.METRIC_KEYS:
         assert network[key] == pytest.approx(pictures[key], abs=1e-3), key

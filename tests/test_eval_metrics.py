@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from efficientdet_tf.eval import coco_metrics
-from efficientdet_tf.eval.coco_format import coco_results
+from efficientdet_tf.metrics import coco_metrics
+from efficientdet_tf.metrics.coco_format import coco_results
 
 
 def _one_picture_groundtruth():

@@ -48,6 +48,7 @@ print("MAXDIFF", diff)
 """
 
 
+@pytest.mark.slow
 def test_d0_reproduces_reference_outputs_on_jax(d0_reference_dir):
     pytest.importorskip("jax")
     script = JAX_SCRIPT.format(ref=d0_reference_dir, npz=os.path.join(d0_reference_dir, "reference_outputs.npz"))
@@ -61,6 +62,7 @@ def test_d0_reproduces_reference_outputs_on_jax(d0_reference_dir):
 OFFICIAL = PUBLISHED
 
 
+@pytest.mark.slow
 def test_every_model_builds_with_official_size_and_flops():
     assert sorted(OFFICIAL) == edt.model_names()
     for name, (params_m, flops_b) in OFFICIAL.items():

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
+from benchmarks.serving_load import serving_requests
 from helpers import synthetic_picture
-from test_export import _example
 
 SIZE = 128
 THREADS = 16
@@ -36,29 +36,6 @@ def signatures(d0_reference_dir, tmp_path_factory):
     return loaded, loaded.signatures
 
 
-def _requests(signatures):
-    """(name, call, expected error or None) for the good and the bad requests."""
-    serving, by_bytes, by_example = (signatures[k] for k in ("serving_default", "serve_image_bytes",
-                                                            "serve_tf_example"))
-    pictures = [synthetic_picture(h, w, seed) for seed, (h, w) in enumerate([(96, 128), (140, 100), (128, 128)])]
-    good = {"picture %d" % i: (lambda p=p: serving(images=tf.constant(p[None]))) for i, p in enumerate(pictures)}
-    png = tf.io.encode_png(pictures[1]).numpy()
-    good["png bytes"] = lambda: by_bytes(image_bytes=tf.constant([png]))
-    good["tf.Example"] = lambda: by_example(serialized_example=tf.constant([_example(png)]))
-    huge = tf.zeros([1, 10000, 10000, 3], tf.uint8)
-    bad = {
-        "float32 pixels": (lambda: serving(images=tf.constant(pictures[0][None].astype(np.float32))), "expected to be a uint8 tensor"),
-        "no batch axis": (lambda: serving(images=tf.constant(pictures[0])), "not compatible with expected shape \\[\\?,\\?,\\?,3\\]"),
-        "0x0 picture": (lambda: serving(images=tf.zeros([1, 0, 0, 3], tf.uint8)), "at least 1 pixel"),
-        "10000x10000 picture": (lambda: serving(images=huge), "picture larger than 67108864 pixels"),
-        "bytes that are no picture": (lambda: by_bytes(image_bytes=tf.constant([b"GIF89a, or not"])),
-                                      "Unknown image file format|decode"),
-        "malformed tf.Example": (lambda: by_example(serialized_example=tf.constant([b"\x0a\xff\x01broken"])),
-                                 "serialized_example_is_not_a_tf_Example"),
-    }
-    return good, bad
-
-
 def _run(call):
     try:
         return {k: v.numpy() for k, v in call().items()}, None
@@ -68,7 +45,8 @@ def _run(call):
 
 @pytest.mark.slow
 def test_sixteen_clients_with_bad_requests_among_them(signatures):
-    good, bad = _requests(signatures[1])
+    pictures = [synthetic_picture(h, w, seed) for seed, (h, w) in enumerate([(96, 128), (140, 100), (128, 128)])]
+    good, bad = serving_requests(signatures[1], pictures)
     alone = {name: _run(call)[0] for name, call in good.items()}
     names = list(good)
     schedule = []

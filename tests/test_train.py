@@ -21,32 +21,13 @@ from efficientdet_tf.checkpoints.official import EMA_SUFFIX, model_variables
 from efficientdet_tf.config import get_config
 from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
 from efficientdet_tf.train.trainer import train
+from helpers import SMALL, TINY
 
-TINY = {"image_size": 128, "num_classes": 5, "train.batch_size": 4}
-# One BiFPN cell and one head layer: the same code paths, half the graph to trace.
-SMALL = dict(TINY, fpn_cell_repeats=1, box_class_repeats=1)
 CLASS_PREDICTOR = ["class_net/class-predict/bias", "class_net/class-predict/pointwise_kernel"]
 
 
-def make_shapes_records(folder, num_train=16):
-    """Shapes pictures (5 classes, 128-160 px) written as one training TFRecord; returns its path."""
-    from tfrecord_tools import create_coco_tfrecord
-    from tfrecord_tools.make_shapes_dataset import make_shapes_dataset
-
-    jsons = make_shapes_dataset(str(folder), num_train, 2, seed=0, size_range=(128, 160))
-    paths, report = create_coco_tfrecord.create_coco_tfrecord(
-        os.path.join(str(folder), "train"), jsons["train"], os.path.join(str(folder), "train"), num_shards=1)
-    assert not report.has_issues()
-    return paths[0]
-
-
 @pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
-
-
-@pytest.fixture(scope="module")
-def finetuned(records, d0_reference_dir, tmp_path_factory):
+def finetuned(shapes_records, d0_reference_dir, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("finetune") / "model")
     # Augmentation off (scale 1, no flip): the same pictures each epoch, so the fall is clear.
     config = get_config("efficientdet-d0", dict(TINY, learning_rate=1.28, lr_warmup_epoch=0.5, jitter_min=1.0,
@@ -58,7 +39,7 @@ def finetuned(records, d0_reference_dir, tmp_path_factory):
         seen.append((step, tf.train.latest_checkpoint(path)))
         return {"AP": {6: 0.1, 12: 0.3, 18: 0.2, 24: 0.25}[step], "AP50": 0.5}
 
-    result = train(config, model_dir, train_file_pattern=records, train_steps=24, save_every=8,
+    result = train(config, model_dir, train_file_pattern=shapes_records, train_steps=24, save_every=8,
                    keep_checkpoints=2, pretrained_ckpt=d0_reference_dir, seed=3, summary_every=4,
                    eval_fn=eval_fn, eval_every=6)
     return model_dir, dict(result, seen=seen)
@@ -132,13 +113,13 @@ def test_model_dir_loads_the_ema_weights(finetuned):
         Detector("efficientdet-lite0", model_dir)
 
 
-def test_model_dir_of_another_class_count_is_refused(finetuned, records):
+def test_model_dir_of_another_class_count_is_refused(finetuned, shapes_records):
     model_dir, _ = finetuned
     config = get_config("efficientdet-d0", dict(TINY, num_classes=3))
     with pytest.raises(TrainError, match="written for efficientdet-d0 with 5 classes, not efficientdet-d0 with 3"):
-        train(config, model_dir, train_file_pattern=records, train_steps=30)
+        train(config, model_dir, train_file_pattern=shapes_records, train_steps=30)
     with pytest.raises(TrainError, match="written for efficientdet-d0 with 5 classes, not efficientdet-lite0"):
-        train(get_config("efficientdet-lite0", TINY), model_dir, train_file_pattern=records, train_steps=30)
+        train(get_config("efficientdet-lite0", TINY), model_dir, train_file_pattern=shapes_records, train_steps=30)
 
 
 def test_load_pretrained_takes_the_reference_ema_values(d0_reference_dir):
@@ -157,7 +138,7 @@ def test_load_pretrained_takes_the_reference_ema_values(d0_reference_dir):
         np.testing.assert_array_equal(variables[name].numpy(), before[name])
 
 
-def test_nan_loss_stops_with_step_parts_rate_and_last_checkpoint(records, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_step_parts_rate_and_last_checkpoint(shapes_records, tmp_path, monkeypatch):
     from efficientdet_tf import losses
 
     original = losses.detection_loss
@@ -175,7 +156,7 @@ def test_nan_loss_stops_with_step_parts_rate_and_last_checkpoint(records, tmp_pa
     monkeypatch.setattr(losses, "detection_loss", poisoned)
     model_dir = str(tmp_path / "model")
     with pytest.raises(NonFiniteLossError) as info:
-        train(get_config("efficientdet-d0", SMALL), model_dir, train_file_pattern=records, train_steps=10,
+        train(get_config("efficientdet-d0", SMALL), model_dir, train_file_pattern=shapes_records, train_steps=10,
               save_every=2, seed=1, progress=False)
     message = str(info.value)
     assert "loss is not finite at step 3" in message
@@ -186,15 +167,15 @@ def test_nan_loss_stops_with_step_parts_rate_and_last_checkpoint(records, tmp_pa
     assert not glob.glob(os.path.join(model_dir, "ckpt-3*"))
 
 
-def test_bad_input_fails_before_training(records, tmp_path, d0_reference_dir):
+def test_bad_input_fails_before_training(shapes_records, tmp_path, d0_reference_dir):
     config = get_config("efficientdet-d0", SMALL)
     cases = [
         (dict(train_file_pattern=str(tmp_path / "missing-*.tfrecord")), "no file matches"),
         (dict(train_file_pattern=None), "give --train_file_pattern or --tfds_name"),
-        (dict(train_file_pattern=records, strategy="tpu"), "no TPU found"),
-        (dict(train_file_pattern=records, strategy="parameter_server"), "--strategy must be one of"),
-        (dict(train_file_pattern=records, freeze="^nothing-like-this"), "matches no variable"),
-        (dict(train_file_pattern=records, deterministic=True, use_xla=True), "do not go together"),
+        (dict(train_file_pattern=shapes_records, strategy="tpu"), "no TPU found"),
+        (dict(train_file_pattern=shapes_records, strategy="parameter_server"), "--strategy must be one of"),
+        (dict(train_file_pattern=shapes_records, freeze="^nothing-like-this"), "matches no variable"),
+        (dict(train_file_pattern=shapes_records, deterministic=True, use_xla=True), "do not go together"),
     ]
     empty = tmp_path / "empty.tfrecord"
     empty.write_bytes(b"")
@@ -203,25 +184,25 @@ def test_bad_input_fails_before_training(records, tmp_path, d0_reference_dir):
         with pytest.raises(TrainError, match=expected):
             train(config, str(tmp_path / "model"), train_steps=2, **kwargs)
     with pytest.raises(TrainError, match=r"label map .*train_label_map.yaml has ids up to 5 but num_classes is 3"):
-        train(config.replace("num_classes=3"), str(tmp_path / "model"), train_steps=2, train_file_pattern=records)
+        train(config.replace("num_classes=3"), str(tmp_path / "model"), train_steps=2, train_file_pattern=shapes_records)
     (tmp_path / "a_file").write_text("")
     with pytest.raises(TrainError, match=r"model_dir .*a_file/model is not writable"):
-        train(config, str(tmp_path / "a_file" / "model"), train_steps=2, train_file_pattern=records)
+        train(config, str(tmp_path / "a_file" / "model"), train_steps=2, train_file_pattern=shapes_records)
     lite = get_config("efficientdet-lite0", SMALL)
     with pytest.raises(TrainError, match="efficientnet-b0 backbone but the model uses efficientnet-lite0"):
-        train(lite, str(tmp_path / "lite"), train_file_pattern=records, train_steps=2,
+        train(lite, str(tmp_path / "lite"), train_file_pattern=shapes_records, train_steps=2,
               pretrained_ckpt=d0_reference_dir)
     assert not glob.glob(str(tmp_path / "*" / "ckpt-*"))
 
 
-def test_full_disk_fails_before_training(records, tmp_path, monkeypatch):
+def test_full_disk_fails_before_training(shapes_records, tmp_path, monkeypatch):
     import collections
     import shutil
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 9 << 20, 1 << 20))
     with pytest.raises(TrainError, match=r"has 1.0 MB free, the checkpoints of this run need about"):
-        train(get_config("efficientdet-d0", SMALL), str(tmp_path / "model"), train_steps=2, train_file_pattern=records)
+        train(get_config("efficientdet-d0", SMALL), str(tmp_path / "model"), train_steps=2, train_file_pattern=shapes_records)
     assert not glob.glob(str(tmp_path / "model" / "ckpt-*"))
 
 
@@ -236,13 +217,13 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_cli_traineval_evaluates_and_keeps_the_best(records, tmp_path):
+def test_cli_traineval_evaluates_and_keeps_the_best(shapes_records, tmp_path):
     model_dir = tmp_path / "m"
     hparams = "image_size=128,num_classes=5,fpn_cell_repeats=1,box_class_repeats=1,train.batch_size=4"
     result = subprocess.run(
         [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_name=efficientdet-lite0",
-         "--model_dir=%s" % model_dir, "--train_file_pattern=%s" % records, "--hparams=" + hparams,
-         "--train_steps=4", "--save_every=2", "--mode=traineval", "--val_file_pattern=%s" % records,
+         "--model_dir=%s" % model_dir, "--train_file_pattern=%s" % shapes_records, "--hparams=" + hparams,
+         "--train_steps=4", "--save_every=2", "--mode=traineval", "--val_file_pattern=%s" % shapes_records,
          "--eval_every=2", "--seed=1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "best checkpoint by AP" in result.stdout
@@ -254,12 +235,12 @@ def test_cli_traineval_evaluates_and_keeps_the_best(records, tmp_path):
 
 
 @pytest.mark.slow
-def test_mixed_precision_trains_with_float32_weights(records, tmp_path):
+def test_mixed_precision_trains_with_float32_weights(shapes_records, tmp_path):
     # (--use_xla is left out here: compiling D0 with XLA on this CPU takes minutes.)
     losses = {}
     for name in ("", "float16", "bfloat16"):
         config = get_config("efficientdet-d0", dict(SMALL, **{"train.mixed_precision": name}))
-        result = train(config, str(tmp_path / (name or "float32")), train_file_pattern=records, train_steps=3,
+        result = train(config, str(tmp_path / (name or "float32")), train_file_pattern=shapes_records, train_steps=3,
                        seed=1, deterministic=True, progress=False)
         assert result["step"] == 3 and np.all(np.isfinite([h[2] for h in result["history"]])), name
         losses[name] = result["history"][0][1]
@@ -298,7 +279,8 @@ def test_schedule_warms_up_then_decays_by_cosine_scaled_with_the_batch():
     np.testing.assert_allclose(rates, [0.004, 0.022, 0.04, 0.02, 0.0], atol=1e-7)
 
 
-def test_a_stop_request_on_a_skipped_float16_step_saves_and_ends_the_run(records, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_stop_request_on_a_skipped_float16_step_saves_and_ends_the_run(shapes_records, tmp_path, monkeypatch):
     """A request (SIGTERM, a maintenance event) before the second step, which the float16 loss
     scaler skips (overflowing gradients from the second step on): the run saves the last step and
     stops. Checkpoints hold only the training state. (SIGTERM itself: test_train_preemption.py.)"""
@@ -329,7 +311,7 @@ def test_a_stop_request_on_a_skipped_float16_step_saves_and_ends_the_run(records
     monkeypatch.setattr(losses, "detection_loss", overflowing)
     model_dir = str(tmp_path / "model")
     config = get_config("efficientdet-d0", dict(SMALL, **{"train.mixed_precision": "float16"}))
-    result = train(config, model_dir, train_file_pattern=records, train_steps=10, save_every=100, seed=1,
+    result = train(config, model_dir, train_file_pattern=shapes_records, train_steps=10, save_every=100, seed=1,
                    progress=False)
     assert len(flags) == 2 and result["preempted"]
     assert result["step"] == 1

@@ -5,16 +5,14 @@ because TensorFlow's devices and cluster can be configured only once per process
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from test_train import SMALL, make_shapes_records
+from helpers import ROOT, SMALL, free_ports, results_line, subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MIRRORED_SCRIPT = r"""
 import json, sys
@@ -25,17 +23,17 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.train.errors import TrainError
 from efficientdet_tf.train.trainer import train
 
-records, out_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+shapes_records, out_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 config = get_config("efficientdet-d0", overrides)
 results = {}
 for name, strategy in [("one_device", tf.distribute.OneDeviceStrategy("/cpu:0")),
                        ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]:
-    result = train(config, out_dir + "/" + name, train_file_pattern=records, train_steps=3, save_every=3,
+    result = train(config, out_dir + "/" + name, train_file_pattern=shapes_records, train_steps=3, save_every=3,
                    strategy=strategy, seed=7, deterministic=True, progress=False)
     results[name] = {"replicas": strategy.num_replicas_in_sync, "history": result["history"],
                      "losses": result["losses"]}
 try:
-    train(config.replace({"train.batch_size": 3}), out_dir + "/odd", train_file_pattern=records, train_steps=1,
+    train(config.replace({"train.batch_size": 3}), out_dir + "/odd", train_file_pattern=shapes_records, train_steps=1,
           strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), progress=False)
 except TrainError as e:
     results["odd_batch_error"] = str(e)
@@ -47,37 +45,20 @@ import json, sys
 from efficientdet_tf.train.trainer import train
 from efficientdet_tf.config import get_config
 
-records, model_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+shapes_records, model_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 model, steps, every = (sys.argv[4], int(sys.argv[5]), 2) if len(sys.argv) > 4 else ("efficientdet-d0", 3, 3)
-result = train(get_config(model, overrides), model_dir, train_file_pattern=records, train_steps=steps,
+result = train(get_config(model, overrides), model_dir, train_file_pattern=shapes_records, train_steps=steps,
                save_every=every, strategy="multi_worker", seed=7, deterministic=True, progress=False)
 print("RESULTS " + json.dumps({"history": result["history"], "checkpoint": result["checkpoint"]}))
 """
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
-
-
-def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(extra)
-    return env
-
-
-def _results(stdout):
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULTS ")]
-    assert lines, stdout[-3000:]
-    return json.loads(lines[-1][len("RESULTS "):])
-
-
-def test_one_device_and_mirrored_give_the_same_losses(records, tmp_path):
-    run = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, records, str(tmp_path), json.dumps(SMALL)],
-                         capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
+@pytest.mark.slow
+def test_one_device_and_mirrored_give_the_same_losses(shapes_records, tmp_path):
+    run = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, shapes_records, str(tmp_path), json.dumps(SMALL)],
+                         capture_output=True, text=True, timeout=600, env=subprocess_env(), cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    results = _results(run.stdout)
+    results = results_line(run.stdout)
     one, mirrored = results["one_device"], results["mirrored"]
     assert (one["replicas"], mirrored["replicas"]) == (1, 2)
     a, b = np.array(one["history"]), np.array(mirrored["history"])
@@ -89,28 +70,18 @@ def test_one_device_and_mirrored_give_the_same_losses(records, tmp_path):
     assert "global batch size 3 is not divisible by the 2 replicas" in results["odd_batch_error"]
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _run_workers(records, model_dir, *extra, kill_at=None):
+def _run_workers(shapes_records, model_dir, *extra, kill_at=None):
     """Runs the two workers of a localhost cluster to the end; returns their RESULTS (chief first).
     With `kill_at` both SIGKILL themselves there (see train.checkpointing.KILL_ENV)."""
     from efficientdet_tf.train.checkpointing import KILL_ENV
 
-    workers = ["localhost:%d" % port for port in _free_ports(2)]
+    workers = ["localhost:%d" % port for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        env = _env(TF_CONFIG=tf_config, **({KILL_ENV: kill_at} if kill_at else {}))
+        env = subprocess_env(TF_CONFIG=tf_config, **({KILL_ENV: kill_at} if kill_at else {}))
         processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, records, model_dir, json.dumps(SMALL)] + list(extra),
+            [sys.executable, "-c", WORKER_SCRIPT, shapes_records, model_dir, json.dumps(SMALL)] + list(extra),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
     outputs = []
     try:
@@ -120,7 +91,7 @@ def _run_workers(records, model_dir, *extra, kill_at=None):
                 assert process.returncode == -signal.SIGKILL, stderr[-3000:]
                 continue
             assert process.returncode == 0, stderr[-3000:]
-            outputs.append(_results(stdout))
+            outputs.append(results_line(stdout))
     finally:
         for process in processes:
             if process.poll() is None:
@@ -130,9 +101,9 @@ def _run_workers(records, model_dir, *extra, kill_at=None):
 
 
 @pytest.mark.slow
-def test_two_workers_report_the_same_losses_and_the_chief_writes(records, tmp_path):
+def test_two_workers_report_the_same_losses_and_the_chief_writes(shapes_records, tmp_path):
     model_dir = str(tmp_path / "model")
-    chief, other = _run_workers(records, model_dir)
+    chief, other = _run_workers(shapes_records, model_dir)
     assert [h[0] for h in chief["history"]] == [1, 2, 3]
     np.testing.assert_array_equal(np.array(chief["history"]), np.array(other["history"]))
     assert chief["checkpoint"] == os.path.join(model_dir, "ckpt-3") and other["checkpoint"] is None
@@ -142,19 +113,19 @@ def test_two_workers_report_the_same_losses_and_the_chief_writes(records, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_workers_resume_where_an_uninterrupted_pair_ends(records, tmp_path):
+def test_two_workers_resume_where_an_uninterrupted_pair_ends(shapes_records, tmp_path):
     # Lite0 (drop-connect) on two workers: two uninterrupted runs of 4 steps, and one killed at
     # step 3 (after ckpt-2) then rerun. The resumed run may differ from the uninterrupted ones by no more
     # than 3x what they differ from each other, plus 1e-5.
     from efficientdet_tf.checkpoints.loading import trainer_tensors
-    from test_train_resume import distances
+    from helpers import distances
 
     straight = [str(tmp_path / name) for name in ("a", "b")]
     for model_dir in straight:
-        _run_workers(records, model_dir, "efficientdet-lite0", "4")
+        _run_workers(shapes_records, model_dir, "efficientdet-lite0", "4")
     resumed = str(tmp_path / "resumed")
-    _run_workers(records, resumed, "efficientdet-lite0", "4", kill_at="step:3")
-    chief, _ = _run_workers(records, resumed, "efficientdet-lite0", "4")
+    _run_workers(shapes_records, resumed, "efficientdet-lite0", "4", kill_at="step:3")
+    chief, _ = _run_workers(shapes_records, resumed, "efficientdet-lite0", "4")
     assert [h[0] for h in chief["history"]] == [3, 4]
     first, second, again = (trainer_tensors(os.path.join(d, "ckpt-4")) for d in straight + [resumed])
     run_to_run, resumed_gap, movement = distances(first, second, again, trainer_tensors(

@@ -15,8 +15,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from test_train import SMALL, make_shapes_records
-from test_train_distributed import ROOT, _env, _free_ports, _results
+from helpers import SMALL
+from helpers import ROOT, free_ports, results_line, subprocess_env
 
 SCRIPT = r"""
 import json, sys
@@ -26,9 +26,9 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.train.errors import TrainError
 
 import os
-records, model_dir, overrides, strategy, steps, timeout = sys.argv[1:7]
+shapes_records, model_dir, overrides, strategy, steps, timeout = sys.argv[1:7]
 try:
-    result = train(get_config("efficientdet-d0", json.loads(overrides)), model_dir, train_file_pattern=records,
+    result = train(get_config("efficientdet-d0", json.loads(overrides)), model_dir, train_file_pattern=shapes_records,
                    train_steps=int(steps), save_every=2, strategy=strategy or None, seed=7, deterministic=True,
                    progress=False, collective_timeout=float(timeout))
 except TrainError as e:
@@ -38,11 +38,6 @@ print("RESULTS " + json.dumps({"step": result["step"], "preempted": result["pree
                                "history": result["history"], "resumed_from": result["resumed_from"],
                                "threads": len(os.listdir("/proc/self/task"))}))
 """
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
 
 
 class _MetadataServer(http.server.ThreadingHTTPServer):
@@ -82,11 +77,11 @@ def gce():
         server.server_close()
 
 
-def _start(records, model_dir, strategy, steps, workers=None, index=0, timeout=300, **env_extra):
-    env = _env(**env_extra)
+def _start(shapes_records, model_dir, strategy, steps, workers=None, index=0, timeout=300, **env_extra):
+    env = subprocess_env(**env_extra)
     if workers:
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, records, model_dir, json.dumps(SMALL), strategy,
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, shapes_records, model_dir, json.dumps(SMALL), strategy,
                              str(steps), str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
@@ -104,18 +99,18 @@ def _finish(processes, timeout=600):
     for p in processes:
         stdout, stderr = p.communicate(timeout=timeout)
         assert p.returncode == 0, stderr[-3000:]
-        outputs.append((_results(stdout), stdout))
+        outputs.append((results_line(stdout), stdout))
     return outputs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("on_gce", [False, True], ids=["plain", "gce"])
-def test_sigterm_saves_and_a_rerun_resumes_there(records, tmp_path, gce, on_gce):
+def test_sigterm_saves_and_a_rerun_resumes_there(shapes_records, tmp_path, gce, on_gce):
     """On a GCE VM TensorFlow's own handler installed no SIGTERM handler (CPU) and the run died
     with -15; ours saves and exits 0 on every platform."""
     env = gce[1] if on_gce else {}
     model_dir = str(tmp_path / "model")
-    process = _start(records, model_dir, "", 60, **env)
+    process = _start(shapes_records, model_dir, "", 60, **env)
     _wait_for(os.path.join(model_dir, "ckpt-2.index"), [process])
     process.send_signal(signal.SIGTERM)
     (result, stdout), = _finish([process])
@@ -123,16 +118,16 @@ def test_sigterm_saves_and_a_rerun_resumes_there(records, tmp_path, gce, on_gce)
     assert "preempted (SIGTERM): saved %s at step %d" % (os.path.join(model_dir, "ckpt-%d" % result["step"]),
                                                           result["step"]) in stdout
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-%d" % result["step"])
-    (again, _), = _finish([_start(records, model_dir, "", result["step"] + 2, **env)])
+    (again, _), = _finish([_start(shapes_records, model_dir, "", result["step"] + 2, **env)])
     assert not again["preempted"] and again["resumed_from"].endswith("ckpt-%d" % result["step"])
     assert [h[0] for h in again["history"]] == [result["step"] + 1, result["step"] + 2]
 
 
 @pytest.mark.slow
-def test_a_gce_maintenance_event_saves_and_stops(records, tmp_path, gce):
+def test_a_gce_maintenance_event_saves_and_stops(shapes_records, tmp_path, gce):
     server, env = gce
     model_dir = str(tmp_path / "model")
-    process = _start(records, model_dir, "", 200, **env)
+    process = _start(shapes_records, model_dir, "", 200, **env)
     _wait_for(os.path.join(model_dir, "ckpt-2.index"), [process])
     server.event = "TERMINATE_ON_HOST_MAINTENANCE"
     (result, stdout), = _finish([process])
@@ -143,14 +138,14 @@ def test_a_gce_maintenance_event_saves_and_stops(records, tmp_path, gce):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_worker_saves_every_worker_at_one_step(records, tmp_path, gce):
+def test_sigterm_to_one_worker_saves_every_worker_at_one_step(shapes_records, tmp_path, gce):
     """Two workers on a (stand-in) GCE VM; the rerun saves several times after it resumes: with a
     timeout on every collective, TensorFlow piled up a sleeping thread per all-reduce until the
     processes aborted at their next save ('Resource temporarily unavailable')."""
     env = gce[1]
     model_dir = str(tmp_path / "model")
-    workers = ["localhost:%d" % port for port in _free_ports(2)]
-    processes = [_start(records, model_dir, "multi_worker", 60, workers, index, **env) for index in range(2)]
+    workers = ["localhost:%d" % port for port in free_ports(2)]
+    processes = [_start(shapes_records, model_dir, "multi_worker", 60, workers, index, **env) for index in range(2)]
     try:
         _wait_for(os.path.join(model_dir, "ckpt-2.index"), processes)
         processes[1].send_signal(signal.SIGTERM)  # the non-chief worker: the chief must follow it
@@ -162,9 +157,9 @@ def test_sigterm_to_one_worker_saves_every_worker_at_one_step(records, tmp_path,
     assert chief["preempted"] and other["preempted"] and chief["step"] == other["step"] < 60
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-%d" % chief["step"])
     assert not [name for name in os.listdir(model_dir) if name.startswith(".scratch")]
-    workers = ["localhost:%d" % port for port in _free_ports(2)]
+    workers = ["localhost:%d" % port for port in free_ports(2)]
     end = chief["step"] + 7  # saves every 2 steps: at least three saves after the resume
-    resumed = _finish([_start(records, model_dir, "multi_worker", end, workers, i, **env) for i in range(2)])
+    resumed = _finish([_start(shapes_records, model_dir, "multi_worker", end, workers, i, **env) for i in range(2)])
     for result, _ in resumed:
         assert result["resumed_from"].endswith("ckpt-%d" % chief["step"])
         assert [h[0] for h in result["history"]] == list(range(chief["step"] + 1, end + 1))
@@ -173,13 +168,13 @@ def test_sigterm_to_one_worker_saves_every_worker_at_one_step(records, tmp_path,
 
 
 @pytest.mark.slow
-def test_a_killed_worker_stops_the_other_within_the_timeout(records, tmp_path):
+def test_a_killed_worker_stops_the_other_within_the_timeout(shapes_records, tmp_path):
     from efficientdet_tf.train.checkpointing import KILL_ENV
 
     model_dir = str(tmp_path / "model")
-    workers = ["localhost:%d" % port for port in _free_ports(2)]
-    chief = _start(records, model_dir, "multi_worker", 40, workers, 0, timeout=20)
-    lost = _start(records, model_dir, "multi_worker", 40, workers, 1, timeout=20, **{KILL_ENV: "step:5"})
+    workers = ["localhost:%d" % port for port in free_ports(2)]
+    chief = _start(shapes_records, model_dir, "multi_worker", 40, workers, 0, timeout=20)
+    lost = _start(shapes_records, model_dir, "multi_worker", 40, workers, 1, timeout=20, **{KILL_ENV: "step:5"})
     try:
         lost.communicate(timeout=600)
         assert lost.returncode == -signal.SIGKILL
@@ -197,8 +192,8 @@ def test_a_killed_worker_stops_the_other_within_the_timeout(records, tmp_path):
     assert "lost contact with worker 1 of the cluster at step" in line, line
     assert "the last checkpoint is %s" % os.path.join(model_dir, "ckpt-4") in line, line
     assert waited < 20 + 60
-    workers = ["localhost:%d" % port for port in _free_ports(2)]
-    resumed = _finish([_start(records, model_dir, "multi_worker", 10, workers, i) for i in range(2)])
+    workers = ["localhost:%d" % port for port in free_ports(2)]
+    resumed = _finish([_start(shapes_records, model_dir, "multi_worker", 10, workers, i) for i in range(2)])
     for result, _ in resumed:
         assert result["resumed_from"].endswith("ckpt-4") and [h[0] for h in result["history"]] == list(range(5, 11))
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")

@@ -14,25 +14,18 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from efficientdet_tf.checkpoints.loading import trainer_tensors
 from efficientdet_tf.train.checkpointing import KILL_ENV
-from test_train import SMALL, make_shapes_records
+from helpers import ROOT, SMALL, distances
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "efficientdet-lite0"
 STEPS = 6
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
-
-
-def _train(records, model_dir, kill_at=None):
+def _train(shapes_records, model_dir, kill_at=None):
     hparams = ",".join("%s=%s" % (k, json.dumps(v)) for k, v in SMALL.items())
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop(KILL_ENV, None)
@@ -40,50 +33,33 @@ def _train(records, model_dir, kill_at=None):
         env[KILL_ENV] = kill_at
     return subprocess.run(
         [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_name=" + MODEL, "--model_dir=" + model_dir,
-         "--hparams=" + hparams, "--train_file_pattern=" + records, "--train_steps=%d" % STEPS, "--save_every=2",
+         "--hparams=" + hparams, "--train_file_pattern=" + shapes_records, "--train_steps=%d" % STEPS, "--save_every=2",
          "--deterministic", "--seed=5", "--noprogress"],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
-def _distance(a, b):
-    """Largest element difference over the weights and the EMA of two trainer checkpoints."""
-    worst = 0.0
-    for view in ("weights", "ema"):
-        assert a[view].keys() == b[view].keys() and len(a[view]) > 200
-        worst = max(worst, max(float(np.max(np.abs(a[view][k] - b[view][k]))) for k in a[view]))
-    return worst
-
-
-def distances(first, second, resumed, start):
-    """(run to run, resumed to uninterrupted, movement since `start`) for the final checkpoints."""
-    run_to_run = _distance(first, second)
-    resumed_gap = max(_distance(first, resumed), _distance(second, resumed))
-    movement = max(float(np.max(np.abs(start["weights"][k] - resumed["weights"][k]))) for k in start["weights"])
-    return run_to_run, resumed_gap, movement
-
-
 @pytest.mark.slow
-def test_sigkill_in_training_and_in_a_save_then_resume_gives_the_same_weights(records, tmp_path):
+def test_sigkill_in_training_and_in_a_save_then_resume_gives_the_same_weights(shapes_records, tmp_path):
     straight = [str(tmp_path / "straight_a"), str(tmp_path / "straight_b")]
     for model_dir in straight:
-        run = _train(records, model_dir)
+        run = _train(shapes_records, model_dir)
         assert run.returncode == 0, run.stderr[-3000:]
 
     resumed = str(tmp_path / "resumed")
-    run = _train(records, resumed, kill_at="step:3")
+    run = _train(shapes_records, resumed, kill_at="step:3")
     assert run.returncode == -signal.SIGKILL
     assert tf.train.latest_checkpoint(resumed).endswith("ckpt-2")
 
     # Killed after ckpt-4's files are written, before the state file names them: the state still
     # names ckpt-2, which reads back whole.
-    run = _train(records, resumed, kill_at="save:4")
+    run = _train(shapes_records, resumed, kill_at="save:4")
     assert run.returncode == -signal.SIGKILL
     assert "resuming from %s" % os.path.join(resumed, "ckpt-2") in run.stdout
     assert tf.train.latest_checkpoint(resumed).endswith("ckpt-2")
     assert os.path.isfile(os.path.join(resumed, "ckpt-4.index"))
     assert trainer_tensors(os.path.join(resumed, "ckpt-2"))["weights"]
 
-    run = _train(records, resumed)
+    run = _train(shapes_records, resumed)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "resuming from %s" % os.path.join(resumed, "ckpt-2") in run.stdout
     assert "step %d:" % STEPS in run.stdout

@@ -14,15 +14,11 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.data.pipeline import InputPipeline
 from efficientdet_tf.train import trainer
 from efficientdet_tf.train.checkpointing import read_best
-from test_train import SMALL, make_shapes_records
+from helpers import SMALL
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    return make_shapes_records(tmp_path_factory.mktemp("shapes"))
-
-
-def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(records, tmp_path):
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(shapes_records, tmp_path):
     model_dir = str(tmp_path / "model")
     config = get_config("efficientdet-d0", SMALL)
     scores = {2: 0.5, 4: 0.3}
@@ -32,10 +28,10 @@ def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(records, tmp_
         seen.append(step)
         return {"AP": scores[step]}
 
-    first = trainer.train(config, model_dir, train_file_pattern=records, train_steps=2, save_every=2,
+    first = trainer.train(config, model_dir, train_file_pattern=shapes_records, train_steps=2, save_every=2,
                           eval_fn=eval_fn, eval_every=2, progress=False, seed=1)
     assert first["best"]["step"] == 2
-    second = trainer.train(config, model_dir, train_file_pattern=records, train_steps=4, save_every=2,
+    second = trainer.train(config, model_dir, train_file_pattern=shapes_records, train_steps=4, save_every=2,
                            eval_fn=eval_fn, eval_every=2, progress=False, seed=1)
     assert seen == [2, 4] and second["resumed_from"].endswith("ckpt-2")
     # The worse evaluation after the resume does not replace the earlier best.
@@ -46,7 +42,7 @@ def test_a_resumed_run_keeps_the_best_evaluation_of_the_run_before(records, tmp_
 
 
 @pytest.mark.slow
-def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(records, tmp_path, monkeypatch):
+def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(shapes_records, tmp_path, monkeypatch):
     build = trainer.build_optimizer
 
     def overflowing(train_config, learning_rate, precision, statistics=None):
@@ -59,7 +55,7 @@ def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(record
     model_dir = str(tmp_path / "model")
     config = get_config("efficientdet-d0", dict(SMALL, **{"train.mixed_precision": "float16"}))
     evaluated = []
-    result = trainer.train(config, model_dir, train_file_pattern=records, train_steps=2, save_every=1,
+    result = trainer.train(config, model_dir, train_file_pattern=shapes_records, train_steps=2, save_every=1,
                            keep_checkpoints=10, eval_fn=lambda path, step: evaluated.append(step) or {"AP": 0.1},
                            eval_every=1, progress=False)
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
@@ -70,27 +66,28 @@ def test_steps_skipped_by_the_loss_scaler_are_neither_saved_nor_evaluated(record
     assert sorted(f for f in os.listdir(model_dir) if f.endswith(".index")) == ["ckpt-1.index", "ckpt-2.index"]
 
 
-def test_each_worker_draws_its_own_augmentation_seeds(records):
+def test_each_worker_draws_its_own_augmentation_seeds(shapes_records):
     config = get_config("efficientdet-d0", dict(SMALL, **{"data.deterministic": True, "data.seed": 7}))
-    pipeline = InputPipeline(records, config, is_training=True)
+    pipeline = InputPipeline(shapes_records, config, is_training=True)
     contexts = [tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i) for i in range(2)]
     seeds = [pipeline.pipeline_seed(c) for c in contexts]
     assert seeds[0] == 7 and seeds[1] != 7  # one worker keeps the single-worker sequence
     assert pipeline.pipeline_seed(None) == 7
     draws = [list(tf.data.Dataset.random(seed=s).take(4).as_numpy_iterator()) for s in seeds]
     assert draws[0] != draws[1]
-    random_pipeline = InputPipeline(records, get_config("efficientdet-d0", SMALL), is_training=True)
+    random_pipeline = InputPipeline(shapes_records, get_config("efficientdet-d0", SMALL), is_training=True)
     assert random_pipeline.pipeline_seed(contexts[1]) is None
 
 
-def test_batch_norm_statistics_are_averaged_when_asked(records, tmp_path):
+@pytest.mark.slow
+def test_batch_norm_statistics_are_averaged_when_asked(shapes_records, tmp_path):
     from efficientdet_tf.checkpoints.loading import load_weights, trainer_tensors
     from efficientdet_tf.checkpoints.official import model_variables
     from efficientdet_tf.model.efficientdet import build_model
 
     model_dir = str(tmp_path / "model")
     config = get_config("efficientdet-d0", dict(SMALL, **{"train.average_batch_norm": True}))
-    trainer.train(config, model_dir, train_file_pattern=records, train_steps=3, save_every=3, progress=False,
+    trainer.train(config, model_dir, train_file_pattern=shapes_records, train_steps=3, save_every=3, progress=False,
                   seed=2)
     tensors = trainer_tensors(tf.train.latest_checkpoint(model_dir))
     name = "class_net/class-0-bn-3/moving_variance"
@@ -110,11 +107,11 @@ def _first_pictures(run, batches=2):
     return ids
 
 
-def test_a_resume_without_deterministic_draws_a_fresh_input_order(records, tmp_path):
+def test_a_resume_without_deterministic_draws_a_fresh_input_order(shapes_records, tmp_path):
     # With --seed but without --deterministic the global seed fixes tf.data's random ops: a
     # restart used to replay the start of the same order each time.
     config = get_config("efficientdet-d0", SMALL)
-    options = trainer.RunOptions(train_file_pattern=records, train_steps=10, seed=3, progress=False)
+    options = trainer.RunOptions(train_file_pattern=shapes_records, train_steps=10, seed=3, progress=False)
     orders = []
     for model_dir in ("a", "b"):
         run = trainer.TrainingRun(config, str(tmp_path / model_dir), options)

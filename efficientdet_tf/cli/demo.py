@@ -83,12 +83,11 @@ def main(argv):
     import numpy as np
 
     from efficientdet_tf.data.pictures import load_rgb
-    from efficientdet_tf.checkpoints.loading import load_weights
+    from efficientdet_tf.checkpoints.opening import open_model
     from efficientdet_tf.data.label_map import label_map_path, load_label_map
-    from efficientdet_tf.eval import coco_metrics
+    from efficientdet_tf.metrics import coco_metrics
     from efficientdet_tf.eval.evaluator import Evaluator
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
-    from efficientdet_tf.model.efficientdet import build_model
     from efficientdet_tf.train.trainer import train
     from efficientdet_tf.visualize import draw_detections
     from tfrecord_tools import create_coco_tfrecord
@@ -156,8 +155,7 @@ def main(argv):
 
     step("5. export a TF Serving SavedModel (batch norms folded)")
     t = time.time()
-    model = build_model(config)
-    load_weights(model, model_dir)
+    model, config = open_model(model_dir)
     saved_model = export_saved_model(fold_and_check(model, config), config, os.path.join(out, "export"), version=1)
     print("SavedModel: %s" % saved_model)
     outputs["SavedModel"] = saved_model

@@ -34,7 +34,7 @@ def main(argv):
         raise common.UsageError("--checkpoint is required (a checkpoint, a model dir or a SavedModel dir)")
     if bool(FLAGS.val_file_pattern) == bool(FLAGS.tfds_name):
         raise common.UsageError("give exactly one of --val_file_pattern and --tfds_name")
-    from efficientdet_tf.eval import coco_metrics
+    from efficientdet_tf.metrics import coco_metrics
     from efficientdet_tf.eval.evaluator import EvalError, evaluate
 
     try:

@@ -43,15 +43,13 @@ def main(argv):
         except ImportError as e:
             raise common.UsageError(str(e)) from None
     from efficientdet_tf.checkpoints.loading import saved_config_path
-    from efficientdet_tf.config import get_config
-    from efficientdet_tf.inference import build_detection_model
+    from efficientdet_tf.checkpoints.opening import open_model
     # A trainer model_dir says which network it holds (its config.yaml); --model_name is for the rest.
     saved = saved_config_path(FLAGS.checkpoint) if FLAGS.checkpoint else None
-    config = get_config(saved or FLAGS.model_name, FLAGS.hparams or None)
+    model, config = open_model(None if saved else FLAGS.model_name, FLAGS.checkpoint or None, FLAGS.hparams or None)
     if FLAGS.onnx and config.nms.mode == "combined":
         raise common.UsageError("--onnx runs NMS as ONNX ops, which covers nms.mode=global and per_class, "
                                 "not combined")
-    model, config = build_detection_model(config, FLAGS.checkpoint or None)
     network = fold_and_check(model, config) if FLAGS.fold_batch_norms else model
     path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)
     print("SavedModel: %s" % path)

@@ -65,7 +65,7 @@ def main(argv):
     import numpy as np
 
     from efficientdet_tf.data.pictures import read_picture
-    from efficientdet_tf.eval.coco_format import coco_results
+    from efficientdet_tf.metrics.coco_format import coco_results
     from efficientdet_tf.runtime import LoadError, load_detector
     from efficientdet_tf.visualize import draw_detections
     label_map = {}

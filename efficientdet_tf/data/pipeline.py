@@ -20,7 +20,7 @@ from absl import logging
 import tensorflow as tf
 
 from efficientdet_tf import factory
-from efficientdet_tf.data import augment, autoaugment, decoder, tfds_source
+from efficientdet_tf.data import augment, autoaugment, decoder, records, tfds_source
 from efficientdet_tf.ops import preprocess
 
 _OK, _END, _BROKEN_FILE, _BAD_RECORD, _BAD_LABEL = 0, 1, 2, 3, 4
@@ -74,14 +74,28 @@ class InputPipeline:
 
     def list_files(self):
         """Sorted files matching the comma-separated patterns, with their sizes in bytes."""
-        files = []
-        for pattern in self.file_pattern.split(","):
-            matched = tf.io.gfile.glob(pattern.strip())
-            if not matched:
-                raise ValueError("no file matches the input pattern %r" % pattern.strip())
-            files.extend(matched)
-        files = sorted(set(files))
+        files = records.list_files(self.file_pattern)
         return files, [tf.io.gfile.stat(f).length for f in files]
+
+    def num_examples(self, need_count=True):
+        """Pictures in the input: counted (TFRecords are read once) when `need_count`, else None
+        once one record is seen. Raises ValueError, in one line naming the input, when there is no
+        input, it cannot be read or it is empty."""
+        if self.tfds_name:
+            return tfds_source.num_examples(self.tfds_name, self.tfds_split, self.config.data.tfds_data_dir)
+        try:
+            files, _ = self.list_files()
+        except ValueError as e:
+            raise ValueError("%s (--train_file_pattern)" % e) from None
+        try:
+            count = records.count_records(files) if need_count else (None if records.has_records(files) else 0)
+        except tf.errors.OpError as e:
+            raise ValueError("cannot read the training TFRecords %s: %s" % (
+                self.file_pattern, str(e.message).splitlines()[0])) from None
+        if count == 0:
+            raise ValueError("the training TFRecords hold no records: %s (%d file(s))" % (
+                self.file_pattern, len(files)))
+        return count
 
     def _read_file(self, filename, size):
         """Records of one file with index and byte offset, plus a final status element.
@@ -235,9 +249,7 @@ class InputPipeline:
         labels.update({
             "image_scale": tf.cast(image_scale, tf.float32),
             "source_id": source_id,
-            "image_id": tf.cond(tf.strings.regex_full_match(source_id, "[0-9]{1,18}"),
-                                lambda: tf.strings.to_number(source_id, tf.int64),
-                                lambda: tf.strings.to_hash_bucket_fast(source_id, 2 ** 62)),
+            "image_id": records.image_id(source_id),
         })
         size = self.config.image_size
         return tf.ensure_shape(image, [size, size, 3]), labels

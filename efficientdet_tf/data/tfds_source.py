@@ -90,3 +90,19 @@ def load(tfds_name, split, data_dir=None, shuffle_files=False, input_context=Non
     to_id = label_to_id(tfds_name)
     return dataset.map(lambda example: _to_internal(example, to_id),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def num_examples(tfds_name, split, data_dir=None):
+    """Examples in one split of a prepared TFDS dataset; ValueError in one line when it is unusable."""
+    try:
+        tfds = import_tfds()
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    try:
+        count = tfds.builder(tfds_name, data_dir=data_dir or None).info.splits[split].num_examples
+    except Exception as e:  # unknown name, split or missing data: one line
+        raise ValueError("TFDS source %s[%s] is not usable: %s" % (
+            tfds_name, split, (str(e).splitlines() or [type(e).__name__])[0])) from None
+    if not count:
+        raise ValueError("TFDS source %s[%s] holds no examples" % (tfds_name, split))
+    return count

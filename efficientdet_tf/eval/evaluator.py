@@ -1,13 +1,14 @@
 """COCO evaluation of any detector `runtime.load_detector` opens, on validation data.
 
-Two ways to run the model, both ending in the same COCOeval:
-- a network the evaluator opens (checkpoint, model dir, `.keras` file, built Keras model): the
-  evaluation input pipeline (`InputPipeline(is_training=False)`) in batches, `detect_normalised`
-  with the evaluation's post-processing (`eval.nms_preset`), ground truth from its `groundtruths`
-  labels;
-- a detector passed in (any runtime) and every file that carries its own NMS (SavedModel,
-  TFLite, ONNX): each record is decoded and the picture goes in as it is, so the detector's own
-  preprocessing and NMS run.
+The caller says which post-processing runs (`nms`), and so which of two ways the model runs, both
+ending in the same COCOeval:
+- 'official' or 'config' (a Keras network: checkpoint, model dir, `.keras` file, built model or
+  Keras detector; the default is `eval.nms_preset`): the evaluation input pipeline
+  (`InputPipeline(is_training=False)`) in batches, `detect_normalised` with the official
+  evaluation's NMS or the config's `nms` section, ground truth from its `groundtruths` labels;
+- 'serving' (any runtime; the only way, and the default, for the files that carry their own NMS:
+  SavedModel, TFLite, ONNX): each record is decoded and the picture goes in as it is, so the
+  detector's own preprocessing and NMS run.
 """
 
 import json
@@ -16,11 +17,15 @@ import re
 
 import numpy as np
 
-from efficientdet_tf.eval import coco_metrics
-from efficientdet_tf.eval.coco_format import coco_results
-from efficientdet_tf.runtime import BaseDetector, LoadError, load_detector
+from efficientdet_tf import factory
+from efficientdet_tf.data import records
+from efficientdet_tf.metrics import coco_metrics
+from efficientdet_tf.metrics.coco_format import coco_results
+from efficientdet_tf.runtime import LoadError, load_detector
 
-_SHARD_SUFFIX = re.compile(r"(-\d+-of-\d+)?\.(tfrecord|record|tfrec)(\.gz)?$")
+# The post-processing an evaluation runs: the two presets of `eval.nms_preset` on a Keras network's
+# outputs, or the model end to end as it serves.
+NMS_CHOICES = factory.EVAL_NMS_PRESETS + ("serving",)
 
 
 class EvalError(ValueError):
@@ -31,46 +36,10 @@ class EvalError(ValueError):
 
 
 def _list_files(pattern):
-    import tensorflow as tf
-
-    files = []
-    for part in pattern.split(","):
-        part = part.strip()
-        matched = tf.io.gfile.glob(part) if part else []
-        if not matched:
-            raise EvalError("--val_file_pattern %s matches no file" % part)
-        files.extend(matched)
-    return sorted(set(files))
-
-
-def records_label_map(files):
-    """The label map written beside TFRecords (`<prefix>_label_map.yaml`), as (path, {id: name}) or None."""
-    from efficientdet_tf.data.label_map import label_map_path, load_label_map
-
-    for path in files:
-        candidate = label_map_path(_SHARD_SUFFIX.sub("", path))
-        if os.path.isfile(candidate):
-            return candidate, load_label_map(candidate)
-    return None
-
-
-def _image_id(source_id):
-    """The pipeline's image id of a source id: the number itself, or a hash of a non-numeric one."""
-    import tensorflow as tf
-
-    source_id = tf.constant(source_id)
-    if tf.strings.regex_full_match(source_id, "[0-9]{1,18}"):
-        return int(tf.strings.to_number(source_id, tf.int64))
-    return int(tf.strings.to_hash_bucket_fast(source_id, 2 ** 62))
-
-
-def _count_records(files):
-    """Number of records, or None when the files are too big to read twice just for a progress bar."""
-    import tensorflow as tf
-
-    if sum(tf.io.gfile.stat(f).length for f in files) > (2 << 30):
-        return None
-    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda count, _: count + 1))
+    try:
+        return records.list_files(pattern)
+    except records.NoMatchError as e:
+        raise EvalError("--val_file_pattern %s matches no file" % e.pattern) from None
 
 
 # ---- the evaluation ----------------------------------------------------------------------------
@@ -120,7 +89,7 @@ class Evaluator:
     def _label_map(self):
         from efficientdet_tf.data.label_map import load_label_map
 
-        beside = records_label_map(self.files) if self.files else None
+        beside = records.records_label_map(self.files) if self.files else None
         if self.config.eval.label_map:
             return load_label_map(self.config.eval.label_map), beside
         if self.json_dataset and self.json_dataset["categories"]:
@@ -139,18 +108,14 @@ class Evaluator:
 
     # -- per-picture streams: (image_id, detections, groundtruth, picture or None) --
 
-    def _network_stream(self, detector, keep_pictures):
+    def _network_stream(self, detector, nms, keep_pictures):
         import tensorflow as tf
 
-        from efficientdet_tf import factory
         from efficientdet_tf.data.pipeline import InputPipeline
         from efficientdet_tf.inference import detect_normalised
 
         model = detector.model
-        try:
-            config = factory.evaluation_config(detector.config, self.config.eval.nms_preset)
-        except ValueError as e:
-            raise EvalError(str(e)) from None
+        config = factory.evaluation_config(detector.config, nms)
         key = id(model)
         if key not in self._detect_fns:
             self._detect_fns = {key: tf.function(lambda images, scales: detect_normalised(model, config, images, scales))}
@@ -208,13 +173,14 @@ class Evaluator:
             if kept < keep_pictures:
                 kept += 1
                 picture = (image, 1.0)
-            yield (_image_id(example["source_id"]), {k: np.asarray(v)[0] for k, v in outputs.items()},
+            yield (int(records.image_id(example["source_id"])), {k: np.asarray(v)[0] for k, v in outputs.items()},
                    gt, picture)
 
-    def _stream(self, detector, keep_pictures, as_network):
-        stream = self._network_stream if as_network and detector.kind == "keras" else self._picture_stream
+    def _stream(self, detector, nms, keep_pictures):
+        stream = (self._picture_stream(detector, keep_pictures) if nms == "serving"
+                  else self._network_stream(detector, nms, keep_pictures))
         limit = int(self.config.eval.max_pictures)
-        for index, item in enumerate(stream(detector, keep_pictures)):
+        for index, item in enumerate(stream):
             if limit and index >= limit:
                 return
             yield item
@@ -230,11 +196,12 @@ class Evaluator:
                              "predict: %s" % (num_classes, useful))
         return EvalError("cannot read the validation data %s: %s" % (self.data_name, useful))
 
-    def evaluate(self, detector, output_dir=None, progress=False, num_pictures_drawn=None):
+    def evaluate(self, detector, nms=None, output_dir=None, progress=False, num_pictures_drawn=None):
         """Runs `detector` (a runtime detector, or anything `runtime.load_detector` opens) over the data.
 
-        A detector object runs with its own NMS; a checkpoint, model dir or Keras model with
-        `eval.nms_preset` (see the module docstring).
+        `nms`: 'official' or 'config' (`factory.evaluation_config`; a Keras network only) or 'serving'
+        (the model end to end, its own preprocessing and NMS); None: `eval.nms_preset` for a Keras
+        network, 'serving' for a file that carries its own NMS (see the module docstring).
 
         Writes, when `output_dir` is given: metrics.json, per_class_ap.txt, pr_curve.png,
         detections_grid.jpg, detections.json (COCO results) and, when built from the records,
@@ -242,9 +209,8 @@ class Evaluator:
         """
         import tensorflow as tf
 
-        # A detector passed in runs as it is; a network the evaluator opens gets the evaluation's NMS.
-        as_network = not isinstance(detector, BaseDetector)
         detector = _open(detector)
+        nms = self._nms(detector, nms)
         self.check_classes(detector.num_classes)
         categories = dict(self.label_map)
         if not categories:
@@ -257,7 +223,7 @@ class Evaluator:
         drawn = self.config.eval.num_pictures_drawn if num_pictures_drawn is None else num_pictures_drawn
         total = None
         if progress and self.files:
-            total = _count_records(self.files)
+            total = records.count_records(self.files, max_bytes=2 << 30)  # else only for a progress bar
             if total and int(self.config.eval.max_pictures):
                 total = min(total, int(self.config.eval.max_pictures))
         bar = None
@@ -266,7 +232,7 @@ class Evaluator:
             bar = keras.utils.Progbar(total, unit_name="picture")
         results, pictures, image_ids, max_class = [], [], [], 0
         try:
-            for image_id, detections, gt, picture in self._stream(detector, int(drawn), as_network):
+            for image_id, detections, gt, picture in self._stream(detector, nms, int(drawn)):
                 if not builder.add(image_id, gt["height"], gt["width"], gt["boxes"], gt["classes"],
                                    gt["is_crowd"], gt["area"]):
                     raise EvalError("two validation records share the image id %d (image/source_id must be "
@@ -295,6 +261,16 @@ class Evaluator:
         if output_dir:
             paths = self._write(output_dir, metrics, result, results, groundtruth, pictures, label_map)
         return EvalReport(metrics, paths, result.summary_text, len(image_ids), result.coco_eval)
+
+    def _nms(self, detector, nms):
+        if nms is None:
+            nms = self.config.eval.nms_preset if detector.kind == "keras" else "serving"
+        if nms not in NMS_CHOICES:
+            raise EvalError("the evaluation's nms must be one of %s, got %r" % (", ".join(NMS_CHOICES), nms))
+        if nms != "serving" and detector.kind != "keras":
+            raise EvalError("%s carries its own NMS: it can only be evaluated as it serves (nms='serving'), "
+                            "not with nms=%r" % (detector.description, nms))
+        return nms
 
     def _groundtruth(self, builder, image_ids):
         if self.json_dataset is None:
@@ -355,9 +331,10 @@ def _open(what, model_name=None, hparams=None):
 
 
 def evaluate(checkpoint, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None,
-             hparams=None, model_name=None, output_dir=None, progress=True):
+             hparams=None, model_name=None, output_dir=None, progress=True, nms=None):
     """Evaluates anything `runtime.load_detector` opens (checkpoint, model dir, SavedModel, TFLite or
-    ONNX file, detector, Keras model) with COCOeval.
+    ONNX file, detector, Keras model) with COCOeval, running the post-processing `nms` says
+    (`Evaluator.evaluate`; default `eval.nms_preset` for a Keras network, the file's own otherwise).
 
     Returns an EvalReport (`.metrics` holds AP AP50 AP75 APs APm APl ARmax1 ARmax10 ARmax100 ARs ARm
     ARl, per_class and num_pictures). Raises EvalError on bad input, in one line.
@@ -365,9 +342,7 @@ def evaluate(checkpoint, val_file_pattern=None, tfds_name=None, tfds_split=None,
     detector = _open(checkpoint, model_name=model_name, hparams=hparams)
     evaluator = Evaluator(detector.config, val_file_pattern=val_file_pattern, tfds_name=tfds_name,
                           tfds_split=tfds_split, val_json_file=val_json_file)
-    if not isinstance(checkpoint, BaseDetector) and detector.kind == "keras":
-        detector = detector.model  # a network opened here: evaluated with eval.nms_preset (its config has the hparams)
-    return evaluator.evaluate(detector, output_dir=output_dir, progress=progress)
+    return evaluator.evaluate(detector, nms=nms, output_dir=output_dir, progress=progress)
 
 
 def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None, val_json_file=None,
@@ -392,13 +367,15 @@ def make_eval_fn(config, val_file_pattern=None, tfds_name=None, tfds_split=None,
     def eval_fn(model_dir_or_model, step):
         if isinstance(model_dir_or_model, keras.Model):
             network = model_dir_or_model
+        elif "model" not in state:
+            from efficientdet_tf.checkpoints.opening import open_model
+
+            state["model"], _ = open_model(config, os.fspath(model_dir_or_model))
+            network = state["model"]
         else:
             from efficientdet_tf.checkpoints.loading import load_weights
-            from efficientdet_tf.model.efficientdet import build_model
 
-            if "model" not in state:
-                state["model"] = build_model(config)
-            load_weights(state["model"], os.fspath(model_dir_or_model))
+            load_weights(state["model"], os.fspath(model_dir_or_model))  # the same network, newer weights
             network = state["model"]
         where = os.path.join(output_dir, "step_%d" % int(step)) if output_dir else None
         return evaluator.evaluate(network, output_dir=where, progress=False,

@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from efficientdet_tf.eval.coco_format import coco_results
-from efficientdet_tf.eval.coco_metrics import GroundtruthBuilder, evaluate_detections
+from efficientdet_tf.metrics.coco_format import coco_results
+from efficientdet_tf.metrics.coco_metrics import GroundtruthBuilder, evaluate_detections
 
 # Reference detections at least this confident count as the objects the int8 file should find.
 AGREEMENT_MIN_SCORE = 0.4

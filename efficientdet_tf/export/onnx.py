@@ -13,8 +13,8 @@ import os
 
 import tensorflow as tf
 
-from efficientdet_tf.inference import detect_images, raw_output_dict
-from efficientdet_tf.runtime.onnx import CONFIG_KEY, INSTALL_HINT
+from efficientdet_tf.inference import (ONNX_CONFIG_KEY as CONFIG_KEY, ONNX_INSTALL_HINT as INSTALL_HINT,
+                                       detect_images, raw_output_dict)
 
 OPSET = 17
 

@@ -10,7 +10,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from efficientdet_tf.data import schema
 from efficientdet_tf.inference import detect_images, raw_output_dict
 from efficientdet_tf.ops.image_decoding import decode_image
-from efficientdet_tf.runtime.tflite import IMAGENET_PAD_RGB, letterbox, pad_rgb_for
+from efficientdet_tf.ops.letterbox import IMAGENET_PAD_RGB, letterbox, pad_rgb_for
 
 QUANTIZATIONS = ("fp32", "fp16", "int8")
 

@@ -30,7 +30,8 @@ def load_detector(path_or_model, model_name=None, hparams=None, num_threads=None
     one, a bare checkpoint (official TF1 dir or prefix, `.weights.h5`: needs `model_name`), a
     SavedModel dir (or its base dir of numeric versions), a detection `.tflite` file or an `.onnx`
     file. `hparams` (string 'a=1,nms.mode=per_class', dict or yaml path) apply on top of the model's
-    config; a SavedModel, TFLite or ONNX file runs its own network and NMS, so there they set only
+    config (a Keras network is opened by `checkpoints.opening.open_model`: the network of a built
+    model, `.keras` file or model dir is fixed, so there they change the other sections); a SavedModel, TFLite or ONNX file runs its own network and NMS, so there they set only
     data and eval settings (and, for TFLite, which model `model_name` says the file holds).
     `num_threads` applies to TFLite and ONNX Runtime. Raises LoadError in one line.
     """
@@ -38,23 +39,18 @@ def load_detector(path_or_model, model_name=None, hparams=None, num_threads=None
 
     from efficientdet_tf.checkpoints.loading import saved_config_path
     from efficientdet_tf.config import get_config
-    from efficientdet_tf.runtime import keras_model
 
     if isinstance(path_or_model, BaseDetector):
         if not hparams:
             return path_or_model
         if path_or_model.kind == "keras":
-            detector = keras_model.Detector(path_or_model.model, description=path_or_model.description)
-            detector.config = path_or_model.config.replace(hparams)
-            return detector
+            return _keras_detector(path_or_model.model, None, hparams, path_or_model.description,
+                                   base=path_or_model.config)
         detector = copy.copy(path_or_model)  # shares the opened file; only the settings differ
         detector.config = path_or_model.config.replace(hparams)
         return detector
     if isinstance(path_or_model, keras.Model):
-        detector = keras_model.Detector(path_or_model, description="Keras model")
-        if hparams:
-            detector.config = detector.config.replace(hparams)
-        return detector
+        return _keras_detector(path_or_model, None, hparams, "Keras model")
     path = os.fspath(path_or_model or "")
     if not path:
         raise LoadError("no model given (a checkpoint, a model dir, a SavedModel dir, a .tflite or .onnx file)")
@@ -74,14 +70,26 @@ def load_detector(path_or_model, model_name=None, hparams=None, num_threads=None
 
         return SavedModelDetector(path, get_config(model_name or "efficientdet-d0", hparams))
     if path.endswith(".keras"):
-        detector = keras_model.Detector(path, description="Keras file %s" % path)
-        if hparams:
-            detector.config = detector.config.replace(hparams)
-        return detector
+        return _keras_detector(path, None, hparams, "Keras file %s" % path)
     if saved_config_path(path):  # a trainer model dir or a ckpt-N inside one
-        return keras_model.Detector(get_config(saved_config_path(path), hparams), path,
-                                    description="model dir %s" % path)
+        return _keras_detector(None, path, hparams, "model dir %s" % path)
     if not model_name:
         raise LoadError("--model_name is needed for the bare checkpoint %s (a model dir has its config.yaml, "
                         "a SavedModel, TFLite or ONNX file is complete)" % path)
-    return keras_model.Detector(get_config(model_name, hparams), path, description="checkpoint %s" % path)
+    return _keras_detector(model_name, path, hparams, "checkpoint %s" % path)
+
+
+def _keras_detector(model, checkpoint, hparams, description, base=None):
+    """A Keras `Detector` on what `checkpoints.opening.open_model` opens; its errors as one-line LoadErrors.
+    `base`: the config to apply `hparams` on instead of the network's own (a detector re-opened)."""
+    from efficientdet_tf.checkpoints.errors import CheckpointError
+    from efficientdet_tf.runtime import keras_model
+
+    if base is not None:
+        hparams = base.replace(hparams or {})
+    try:
+        return keras_model.Detector(model, checkpoint, description=description, hparams=hparams)
+    except CheckpointError:  # says which checkpoint and why already
+        raise
+    except ValueError as e:
+        raise LoadError(str(e)) from None

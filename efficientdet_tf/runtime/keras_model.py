@@ -2,7 +2,8 @@
 
 import tensorflow as tf
 
-from efficientdet_tf.inference import build_detection_model, detect_images
+from efficientdet_tf.checkpoints.opening import open_model
+from efficientdet_tf.inference import detect_images
 from efficientdet_tf.runtime.base import BaseDetector
 
 
@@ -19,9 +20,13 @@ class Detector(BaseDetector):
 
     kind = "keras"
 
-    def __init__(self, model_or_name="efficientdet-d0", checkpoint=None, description=None, **overrides):
-        """See `inference.build_detection_model` for the arguments; overrides are hparams (e.g. nms=...)."""
-        self.model, config = build_detection_model(model_or_name, checkpoint, **overrides)
+    def __init__(self, model_or_name="efficientdet-d0", checkpoint=None, description=None, hparams=None,
+                 **overrides):
+        """`model_or_name`, `checkpoint` and `hparams` as `checkpoints.opening.open_model` takes them;
+        keyword overrides are hparams too (e.g. `nms={"mode": "per_class"}`, `image_size=384`)."""
+        if hparams and overrides:
+            raise TypeError("give hparams or keyword overrides, not both")
+        self.model, config = open_model(model_or_name, checkpoint, hparams or overrides or None)
         super().__init__(config, description or "Keras %s" % config.name, config.num_classes)
         self._detect = tf.function(
             lambda images: detect_images(self.model, self.config, images),

@@ -3,12 +3,8 @@
 import json
 import os
 
-
+from efficientdet_tf.inference import ONNX_CONFIG_KEY as CONFIG_KEY, ONNX_INSTALL_HINT as INSTALL_HINT
 from efficientdet_tf.runtime.base import BaseDetector, LoadError
-
-# The exporter stores the model's Config (JSON) under this metadata key: the file says what it holds.
-CONFIG_KEY = "efficientdet_tf.config"
-INSTALL_HINT = "pip install 'efficientdet_tf[onnx]'"
 
 
 def import_onnxruntime():

@@ -23,52 +23,6 @@ from efficientdet_tf.train.train_step import build_train_step, build_training_mo
 LOSS_KEYS = ("cls_loss", "box_loss", "det_loss", "reg_loss", "total_loss")
 
 
-def _count_tfrecords(files):
-    """Records in the TFRecord files (reads them once)."""
-    dataset = tf.data.TFRecordDataset(files)
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
-
-
-def _first_record(files):
-    for _ in tf.data.TFRecordDataset(files).take(1):
-        return True
-    return False
-
-
-def _input_size(pipeline, need_count):
-    """Number of training examples (None when not needed and not cheap); raises on no/empty input."""
-    if pipeline.tfds_name:
-        try:
-            import tensorflow_datasets as tfds
-        except ImportError:
-            raise TrainError("--tfds_name needs tensorflow-datasets (pip install tensorflow-datasets)") from None
-        try:
-            builder = tfds.builder(pipeline.tfds_name, data_dir=pipeline.config.data.tfds_data_dir or None)
-            count = builder.info.splits[pipeline.tfds_split].num_examples
-        except Exception as e:  # unknown name, split or missing data: one line
-            raise TrainError("TFDS source %s[%s] is not usable: %s" % (
-                pipeline.tfds_name, pipeline.tfds_split, (str(e).splitlines() or [type(e).__name__])[0])) from None
-        if not count:
-            raise TrainError("TFDS source %s[%s] holds no examples" % (pipeline.tfds_name, pipeline.tfds_split))
-        return count
-    try:
-        files, _ = pipeline.list_files()
-    except ValueError as e:
-        raise TrainError("%s (--train_file_pattern)" % e) from None
-    try:
-        if need_count:
-            count = _count_tfrecords(files)
-        else:
-            count = None if _first_record(files) else 0
-    except tf.errors.OpError as e:
-        raise TrainError("cannot read the training TFRecords %s: %s" % (
-            pipeline.file_pattern, str(e.message).splitlines()[0])) from None
-    if count == 0:
-        raise TrainError("the training TFRecords hold no records: %s (%d file(s))" % (
-            pipeline.file_pattern, len(files)))
-    return count
-
-
 def _resolve_config(config, batch_size, seed, deterministic, train_file_pattern, tfds_name):
     if not isinstance(config, Config):
         config = get_config(config)
@@ -310,7 +264,7 @@ class TrainingRun:
     def _check_labels(self):
         """Refuses records whose label map (written beside them by the converters) has ids above
         num_classes; without one, the input pipeline stops at the first such record, naming it."""
-        from efficientdet_tf.eval.evaluator import records_label_map
+        from efficientdet_tf.data.records import records_label_map
 
         if self.pipeline.tfds_name:
             return
@@ -331,7 +285,10 @@ class TrainingRun:
         except ValueError as e:
             raise TrainError("%s: give --train_file_pattern or --tfds_name" % e) from None
         steps_per_epoch = int(tc.steps_per_epoch)
-        num_examples = _input_size(self.pipeline, need_count=not steps_per_epoch)
+        try:
+            num_examples = self.pipeline.num_examples(need_count=not steps_per_epoch)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
         if not steps_per_epoch:
             steps_per_epoch = num_examples // self.global_batch
             if steps_per_epoch < 1:
