@@ -52,6 +52,7 @@ def onnx_files(keras_detector, tmp_path_factory):
     return _Files(keras_detector, tmp_path_factory.mktemp("onnx"))
 
 
+@pytest.mark.slow
 def test_onnx_end_to_end_matches_keras_on_other_sizes_and_batches(keras_detector, onnx_files):
     import onnx
 

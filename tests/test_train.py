@@ -217,6 +217,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_traineval_evaluates_and_keeps_the_best(shapes_records, tmp_path):
     model_dir = tmp_path / "m"
     hparams = "image_size=128,num_classes=5,fpn_cell_repeats=1,box_class_repeats=1,train.batch_size=4"
@@ -318,3 +319,9 @@ def test_a_stop_request_on_a_skipped_float16_step_saves_and_ends_the_run(shapes_
     prefix = tf.train.latest_checkpoint(model_dir)
     assert prefix.endswith("ckpt-%d" % result["step"]) and result["checkpoint"] == prefix
     assert not [name for name, _ in tf.train.list_variables(prefix) if "preemption" in name]
+
+
+def test_an_unknown_run_option_is_named(tmp_path):
+    # The options are RunOptions' fields, declared once: a typo does not pass silently.
+    with pytest.raises(TypeError, match=r"unexpected option\(s\) train_step; known: .*train_steps"):
+        train(get_config("efficientdet-d0", SMALL), str(tmp_path / "model"), train_step=3)

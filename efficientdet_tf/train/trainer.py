@@ -84,10 +84,7 @@ def _format_losses(values):
     return ", ".join("%s %.6g" % (k, values[k]) for k in LOSS_KEYS if k in values)
 
 
-def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_steps=None, num_epochs=None,
-          batch_size=None, save_every=1000, keep_checkpoints=5, strategy=None, tpu=None, pretrained_ckpt=None,
-          freeze=None, seed=None, deterministic=False, use_xla=False, eval_fn=None, eval_every=0,
-          progress=True, summary_every=100, collective_timeout=strategy_lib.DEFAULT_COLLECTIVE_TIMEOUT):
+def train(config, model_dir, **options):
     """Trains (or resumes training) an EfficientDet; returns a summary of the run.
 
     Rerunning with the same `model_dir` continues from its newest `ckpt-<step>`: same step,
@@ -96,35 +93,8 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
     Args:
       config: a `Config`, a model name or a yaml path (the `train:` and `data:` sections apply).
       model_dir: where `ckpt-<step>` files, `config.yaml`, TensorBoard events (`train/`) and `best/` go.
-      train_file_pattern: TFRecord glob(s), comma-separated (default: data.training_file_pattern).
-      tfds_name: a TFDS source instead of TFRecords (e.g. 'coco/2017').
-      train_steps: optimizer steps to reach in total (step = optimizer iterations); or
-      num_epochs: epochs (default train.num_epochs) of train.steps_per_epoch steps (0: records // batch).
-      batch_size: global batch size (default train.batch_size); learning rates scale with it / 64.
-      save_every: steps between checkpoints (one more at the end); keep_checkpoints: how many stay.
-      strategy: a tf.distribute.Strategy or '', 'one_device', 'mirrored', 'multi_worker' (TF_CONFIG;
-        worker 0 is the chief and only it writes into model_dir), 'tpu' (with `tpu`: name/address).
-      pretrained_ckpt: checkpoint to start from when model_dir has none: official TF1, backbone-only
-        EfficientNet, one of ours (model dir or prefix) or a model name (downloaded). With another
-        class count everything but the class predictor loads; the result lists what was skipped.
-      freeze: regex over variable names (official, e.g. '^efficientnet-' for the backbone, or Keras
-        paths); matching variables are not trained.
-      seed: seeds weights initialisation and the input order/augmentation.
-      deterministic: fixed input order and augmentation (each worker its own), deterministic ops;
-        a killed and resumed run then ends with the weights of an uninterrupted one, up to the
-        rounding differences TensorFlow's CPU kernels show between processes on some machines.
-        Without it (even with `seed`) each restart draws a fresh input order.
-      use_xla: XLA-compile the per-replica step.
-      eval_fn: optional callable `eval_fn(model_dir_or_model, step) -> dict` with at least 'AP';
-        called every `eval_every` steps (chief only) after a checkpoint of that step is written,
-        with `model_dir` (load it with `checkpoints.loading.load_weights`, which takes the EMA
-        weights). The checkpoint with the best 'AP' is copied to `<model_dir>/best/` (+ metrics.json).
-      eval_every: steps between evaluations (0: never).
-      progress: show a progress bar (chief only).
-      summary_every: steps between TensorBoard scalar summaries.
-      collective_timeout: seconds a worker of a multi-worker run may stop answering (heartbeats of
-        TensorFlow's coordination service; 0: its default) before the others stop with a
-        TrainError that names it and the checkpoint to resume from.
+      **options: the run settings, the fields of `RunOptions` (train_steps, save_every, strategy,
+        seed, deterministic, eval_fn ...; each documented there).
 
     Returns:
       dict: 'step' (final), 'losses' (last step's cls_loss, box_loss, det_loss, reg_loss,
@@ -141,23 +111,19 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
     Raises:
       TrainError: bad input, found before any training step (one line); NonFiniteLossError when the
         loss turns NaN/Inf (step, loss parts, learning rate, last good checkpoint in the message).
+      TypeError: an option `RunOptions` does not have.
     """
     from tensorflow.python.framework import config as tf_config
 
+    known = {field.name for field in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError("train() got unexpected option(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(known))))
     # Op determinism is process-wide: switch it off again afterwards for API callers.
     was_deterministic = tf_config.is_op_determinism_enabled()
-    if deterministic and not use_xla:
-        tf.config.experimental.enable_op_determinism()
-    options = RunOptions(train_file_pattern=train_file_pattern, tfds_name=tfds_name, train_steps=train_steps,
-                         num_epochs=num_epochs, batch_size=batch_size, save_every=save_every,
-                         keep_checkpoints=keep_checkpoints, strategy=strategy, tpu=tpu,
-                         collective_timeout=collective_timeout,
-                         pretrained_ckpt=pretrained_ckpt, freeze=freeze, seed=seed, deterministic=deterministic,
-                         use_xla=use_xla, eval_fn=eval_fn, eval_every=eval_every, progress=progress,
-                         summary_every=summary_every)
     run = None
     try:
-        run = TrainingRun(config, model_dir, options)
+        run = TrainingRun(config, model_dir, RunOptions(**options))
         run.set_up()
         run.restore()
         run.run_steps()
@@ -165,13 +131,45 @@ def train(config, model_dir, *, train_file_pattern=None, tfds_name=None, train_s
     finally:
         if run is not None and run.preemption is not None:
             run.preemption.close()
-        if deterministic and not was_deterministic:
+        if not was_deterministic and tf_config.is_op_determinism_enabled():
             tf_config.disable_op_determinism()
 
 
 @dataclasses.dataclass
 class RunOptions:
-    """The arguments of `train` besides the config and model_dir (same meaning, same defaults)."""
+    """The settings of one training run besides the config and model_dir (the options of `train`).
+
+      train_file_pattern: TFRecord glob(s), comma-separated (default: data.training_file_pattern).
+      tfds_name: a TFDS source instead of TFRecords (e.g. 'coco/2017').
+      train_steps: optimizer steps to reach in total (step = optimizer iterations); or
+      num_epochs: epochs (default train.num_epochs) of train.steps_per_epoch steps (0: records // batch).
+      batch_size: global batch size (default train.batch_size); learning rates scale with it / 64.
+      save_every: steps between checkpoints (one more at the end); keep_checkpoints: how many stay.
+      strategy: a tf.distribute.Strategy or '', 'one_device', 'mirrored', 'multi_worker' (TF_CONFIG;
+        worker 0 is the chief and only it writes into model_dir), 'tpu' (with `tpu`: name/address).
+      pretrained_ckpt: checkpoint to start from when model_dir has none: official TF1, backbone-only
+        EfficientNet, one of ours (model dir or prefix) or a model name (downloaded). With another
+        class count everything but the class predictor loads; the result lists what was skipped.
+      freeze: regex over variable names (official, e.g. '^efficientnet-' for the backbone, or Keras
+        paths); matching variables are not trained.
+      seed: seeds weights initialisation and the input order/augmentation.
+      deterministic: sets `data.deterministic` (the one switch: fixed input order and augmentation,
+        each worker its own, and deterministic ops);
+        a killed and resumed run then ends with the weights of an uninterrupted one, up to the
+        rounding differences TensorFlow's CPU kernels show between processes on some machines.
+        Without it (even with `seed`) each restart draws a fresh input order.
+      use_xla: XLA-compile the per-replica step.
+      eval_fn: optional callable `eval_fn(model_dir_or_model, step) -> dict` with at least 'AP';
+        called every `eval_every` steps (chief only) after a checkpoint of that step is written,
+        with `model_dir` (load it with `checkpoints.loading.load_weights`, which takes the EMA
+        weights). The checkpoint with the best 'AP' is copied to `<model_dir>/best/` (+ metrics.json).
+      eval_every: steps between evaluations (0: never).
+      progress: show a progress bar (chief only).
+      summary_every: steps between TensorBoard scalar summaries.
+      collective_timeout: seconds a worker of a multi-worker run may stop answering (heartbeats of
+        TensorFlow's coordination service; 0: its default) before the others stop with a
+        TrainError that names it and the checkpoint to resume from.
+    """
 
     train_file_pattern: str = None
     tfds_name: str = None
@@ -246,9 +244,12 @@ class TrainingRun:
             raise TrainError("train_steps must be >= 1, got %d" % opts.train_steps)
         if opts.save_every < 1:
             raise TrainError("save_every must be >= 1, got %d" % opts.save_every)
-        if opts.deterministic and opts.use_xla:
+        if self.config.data.deterministic and opts.use_xla:
             raise TrainError("--deterministic and --use_xla do not go together: XLA has no deterministic "
                              "max-pool gradient")
+        if self.config.data.deterministic:
+            # One meaning, wherever it is set (option or data.deterministic): fixed input and ops.
+            tf.config.experimental.enable_op_determinism()
         if opts.eval_every and opts.eval_fn is None:
             raise TrainError("eval_every needs an eval_fn")
         if opts.seed is not None:
