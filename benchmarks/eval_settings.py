@@ -1,7 +1,7 @@
 """COCO AP under the official evaluation's post-processing beside the serving default.
 
     python -m benchmarks.eval_settings --checkpoint demo_out/model \
-        --val_file_pattern 'demo_out/data/val-*.tfrecord' [--reference_dir ../shared/reference/efficientdet-d0]
+        --val_file_pattern 'demo_out/data/val-*.tfrecord' [--reference_dir <folder holding the D0 reference_outputs.npz>]
 
 Evaluates one model twice with the project's evaluator: `eval.nms_preset=official` (per-class
 Gaussian soft-NMS over the 5000 best (anchor, class) pairs, as google/automl's tf2/eval.py) and

@@ -1,6 +1,6 @@
 """Training parity with the official implementation: anchor targets and loss parts.
 
-training_reference.npz (see ../shared/reference/README.md) holds ground truth, the official
+training_reference.npz (made by running the official implementation; tests/data/README.md) holds ground truth, the official
 AnchorLabeler targets for it and the official FocalLoss / BoxLoss values on the reference raw
 outputs; the project's target assigner and loss must reproduce them.
 """

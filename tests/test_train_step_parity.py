@@ -1,6 +1,6 @@
 """One optimizer step of the trainer equals one step of the official TF2 trainer.
 
-training_step_reference.npz (see ../shared/reference/README.md) holds a batch, its official anchor
+training_step_reference.npz (made by running the official trainer; tests/data/README.md) holds a batch, its official anchor
 targets, and every variable's change after steps 1..3 of the official `train_lib` step on D0 at
 256 px, batch 2, from the raw weights of the reference checkpoint. The project's own step
 (`train_step.build_train_step` with the trainer's schedule, optimizer and clipping) must move
