@@ -22,6 +22,7 @@ import sys
 import textwrap
 
 from benchmarks.timing import interleaved_medians, recorder
+from efficientdet_tf.litert import make_interpreter
 
 say = recorder("latency_official.jsonl")
 
@@ -131,7 +132,7 @@ def worker_candidates(manifest, runs_batch8):
 
     for label in ("tflite fp32", "tflite int8", "tflite fp32 network"):
         path, input_name = manifest["ours"][label]
-        runner = tf.lite.Interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
+        runner = make_interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
         feed = {input_name: net_input if input_name == "normalized_images" else picture}
         fns[label if label.endswith("network") else label + " end to end"] = functools.partial(
             lambda run, feed: run(**feed), runner, feed)
@@ -163,7 +164,7 @@ def worker_candidates(manifest, runs_batch8):
         fns["savedmodel batch8"] = lambda: [t.numpy() for t in ours["serving_default"](
             images=tf.constant(batch)).values()]
         # TFLite files take one picture: eight calls in a row is their batch-8 throughput.
-        runner = tf.lite.Interpreter(manifest["ours"]["tflite int8"][0],
+        runner = make_interpreter(manifest["ours"]["tflite int8"][0],
                                      num_threads=os.cpu_count()).get_signature_runner()
         fns["tflite int8 batch8"] = lambda: [runner(images=batch[i:i + 1]) for i in range(8)]
     fns.update(peers)

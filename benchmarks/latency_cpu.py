@@ -1,6 +1,6 @@
-"""CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite, ONNX and `effdet`.
+"""CPU latency of D0 at batch 1 and throughput at batch 8: Keras, SavedModel, TFLite, ONNX, OpenVINO and `effdet`.
 
-    python -m benchmarks.latency_cpu [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--no_onnx] [--xla]
+    python -m benchmarks.latency_cpu [--runs 20] [--warmup 3] [--repeat 3] [--checkpoint DIR] [--no_peer] [--no_onnx] [--no_openvino] [--xla]
                                      [--quantized] [--batch8] [--memory] [--processes N]
     python -m benchmarks.latency_cpu --official_dir $TMPDIR/automl --official_python $TMPDIR/automl_venv/bin/python
                                      [--processes 3] [--runs 10] [--repeat 2] [--batch8] [--memory] [--work_dir DIR]
@@ -39,6 +39,8 @@ import tempfile
 from benchmarks.peers import peer_fns
 from benchmarks.shapes import shapes_records
 from benchmarks.timing import interleaved_medians
+from efficientdet_tf.litert import make_interpreter
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
@@ -87,10 +89,12 @@ def tensorflow_fns(args, root):
         path = export_tflite(folded, detector.config, os.path.join(root, "%s_%s.tflite" % (raw, quantization)),
                              quantization, raw_outputs=raw, calibration_file_pattern=calibration,
                              num_calibration_images=32)
-        runner = tf.lite.Interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
+        runner = make_interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
         fns[label] = functools.partial(lambda run, feed: run(**feed), runner, feed)
     if not args.no_onnx:
         fns.update(onnx_fns(folded, detector.config, root, picture, net_input))
+    if not args.no_openvino:
+        fns.update(openvino_fns(detector.config, root, picture))
     if args.batch8:
         batch = np.random.default_rng(2).integers(0, 256, (8, 512, 512, 3), dtype=np.uint8)
         fns["savedmodel end to end batch8"] = functools.partial(
@@ -116,6 +120,21 @@ def onnx_fns(network, config, root, picture, net_input):
         session = ort.InferenceSession(os.path.join(root, name), session_options())
         fns[label] = functools.partial(lambda run, feed: run(None, feed), session.run, feed)
     return fns
+
+
+def openvino_fns(config, root, picture):
+    """{label: fn} for the OpenVINO file converted from the SavedModel in `root`/1 (float32
+    inference, as `OpenVINODetector` compiles it), or {} with a message."""
+    try:
+        from efficientdet_tf.export.openvino import export_openvino
+        from efficientdet_tf.runtime.openvino import OpenVINODetector
+
+        path = export_openvino(os.path.join(root, "1"), config, os.path.join(root, "d0.xml"))
+    except ImportError as e:
+        print("OpenVINO skipped: %s" % e)
+        return {}
+    request = OpenVINODetector(path).request
+    return {"openvino end to end": functools.partial(lambda infer: infer({"images": picture}), request.infer)}
 
 
 def serving_peak_memory(root):
@@ -150,6 +169,7 @@ def main():
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     parser.add_argument("--no_peer", action="store_true")
     parser.add_argument("--no_onnx", action="store_true", help="skip the ONNX files (needs the onnx extra)")
+    parser.add_argument("--no_openvino", action="store_true", help="skip the OpenVINO file (needs the openvino extra)")
     parser.add_argument("--xla", action="store_true", help="also time the XLA-compiled SavedModel "
                         "(about 10x slower on CPU)")
     parser.add_argument("--quantized", action="store_true", help="also time fp16 and int8 TFLite files")

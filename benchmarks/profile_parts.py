@@ -19,6 +19,7 @@ import tempfile
 from benchmarks.latency_cpu import DEFAULT_CHECKPOINT
 from benchmarks.shapes import shapes_records
 from benchmarks.timing import interleaved_medians
+from efficientdet_tf.litert import make_interpreter
 
 PARTS = (("backbone", ("efficientnet",)),
          ("feature network", ("fpn_cells", "resample_")),
@@ -98,7 +99,7 @@ def main():
             graph = tf.function(lambda x, model=model: model(x, training=False))  # as the SavedModel runs it
             fns["tensorflow|%s" % part] = lambda graph=graph: [t.numpy() for t in tf.nest.flatten(graph(net_input))]
             for quantization in ("fp32", "int8"):
-                interpreter = tf.lite.Interpreter(model_content=convert(model, quantization, calibration),
+                interpreter = make_interpreter(model_content=convert(model, quantization, calibration),
                                                   num_threads=os.cpu_count())
                 interpreter.allocate_tensors()
                 index = interpreter.get_input_details()[0]["index"]
@@ -111,7 +112,7 @@ def main():
             path = export_tflite(folded, config, os.path.join(root, quantization + ".tflite"), quantization,
                                  calibration_file_pattern=pattern,
                                  num_calibration_images=args.num_calibration_images)
-            runner = tf.lite.Interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
+            runner = make_interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
             fns["%s|end to end" % quantization] = lambda runner=runner: runner(images=picture)
         serve = tf.saved_model.load(export_saved_model(folded, config, root, 1)).signatures["serving_default"]
         fns["tensorflow|end to end"] = lambda: [t.numpy() for t in serve(images=tf.constant(picture)).values()]

@@ -11,6 +11,7 @@ trained model's are), medians of interleaved rounds.
 import argparse
 
 from benchmarks.timing import interleaved_medians
+from efficientdet_tf.litert import make_interpreter
 
 
 def main():
@@ -41,7 +42,7 @@ def main():
     for label, (fn, signature) in graphs.items():
         concrete = tf.function(fn, input_signature=signature, autograph=False).get_concrete_function()
         data = tf.lite.TFLiteConverter.from_concrete_functions([concrete], None).convert()
-        interpreter = tf.lite.Interpreter(model_content=data, num_threads=args.num_threads)
+        interpreter = make_interpreter(model_content=data, num_threads=args.num_threads)
         interpreter.allocate_tensors()
         for detail in interpreter.get_input_details():
             rng = np.random.default_rng(detail["index"])

@@ -6,6 +6,9 @@ from efficientdet_tf import factory
 # it holds; the ONNX runtime reads it back.
 ONNX_CONFIG_KEY = "efficientdet_tf.config"
 ONNX_INSTALL_HINT = "pip install 'efficientdet_tf[onnx]'"
+# The same for OpenVINO files: the Config's place in the model's runtime info.
+OPENVINO_CONFIG_KEY = ("efficientdet_tf", "config")
+OPENVINO_INSTALL_HINT = "pip install 'efficientdet_tf[openvino]'"
 
 
 def raw_output_dict(network, config, inputs):

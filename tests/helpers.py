@@ -114,3 +114,52 @@ def distances(first, second, resumed, start):
     resumed_gap = max(checkpoint_distance(first, resumed), checkpoint_distance(second, resumed))
     movement = max(float(np.max(np.abs(start["weights"][k] - resumed["weights"][k]))) for k in start["weights"])
     return run_to_run, resumed_gap, movement
+
+
+from efficientdet_tf.train.actions import Action  # noqa: E402 - light: imports no TensorFlow
+
+
+class KillAt(Action):
+    """A training action that SIGKILLs its own process: 'step:N' right after step N (after the
+    built-in actions of that step), 'save:N' once ckpt-N's files are written but before the
+    checkpoint state file names them."""
+
+    def __init__(self, where):
+        self.kind, step = where.split(":")
+        self.step = int(step)
+        self.installed = False
+
+    def next_step(self, step):
+        return self.step if self.kind == "step" and step < self.step else None
+
+    def due(self, run):
+        return self.kind == "save" and not self.installed or run.step == self.step
+
+    def __call__(self, run):
+        if self.kind == "save":
+            target = "ckpt-%d" % self.step
+            run.checkpointer.write_callbacks.append(
+                lambda save_path: _kill() if os.path.basename(save_path) == target else None)
+            self.installed = True
+        else:
+            _kill()
+
+
+def _kill():
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# `python -c TRAIN_WITH_KILL <tests folder> <step:N | save:N | ''> <efficientdet-train flags...>`:
+# the command-line trainer with a KillAt action.
+TRAIN_WITH_KILL = r"""
+import functools, sys
+sys.path.insert(0, sys.argv.pop(1))
+kill_at = sys.argv.pop(1)
+from helpers import KillAt
+from efficientdet_tf.train import trainer
+if kill_at:
+    trainer.train = functools.partial(trainer.train, actions=(KillAt(kill_at),))
+from efficientdet_tf.cli import train as cli
+cli.run()
+"""

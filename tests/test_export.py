@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.export.fold import fold_batch_norms, folding_error
+from efficientdet_tf.litert import make_interpreter
 from efficientdet_tf.runtime import Detector
 from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
 from helpers import assert_detections_match, box_iou, matched_fraction, synthetic_picture
@@ -152,10 +153,14 @@ def test_saved_model_cli_lists_signatures_and_named_outputs(exported):
 
 
 def _run_tflite(path, picture):
-    runner = tf.lite.Interpreter(str(path)).get_signature_runner()
+    """The file's own outputs on a picture of its input size, boxes back in pixels."""
+    runner = make_interpreter(str(path)).get_signature_runner()
     got = {k: v[0] for k, v in runner(images=picture[None]).items()}
     assert got["detection_boxes"].shape == (100, 4) and got["num_detections"] > 0
-    return got
+    # The TFLite detection form: boxes as fractions of the input, every output float32.
+    assert got["detection_boxes"].max() <= 1.0 + 1e-6 and got["detection_classes"].dtype == np.float32
+    height, width = picture.shape[:2]
+    return dict(got, detection_boxes=got["detection_boxes"] * np.array([height, width, height, width]))
 
 
 def test_tflite_fp32_agrees_with_saved_model(exported):
@@ -211,7 +216,7 @@ def test_tflite_fp16_and_int8_are_written_and_run(tmp_path, d0_reference_dir):
 
 def _op_input_types(path):
     """{op name: dtypes of its first input} over a TFLite file's ops."""
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = make_interpreter(model_path=str(path))
     dtypes = {d["index"]: d["dtype"] for d in interpreter.get_tensor_details()}
     kinds = {}
     for op in interpreter._get_ops_details():
@@ -262,7 +267,7 @@ def test_tflite_network_only_reproduces_reference_outputs(tmp_path, d0_reference
     path = export_tflite(fold_and_check(detector.model, detector.config), detector.config,
                          str(tmp_path / "raw.tflite"), "fp32", raw_outputs=True)
     ref = np.load(os.path.join(d0_reference_dir, "reference_outputs.npz"))
-    runner = tf.lite.Interpreter(path, num_threads=2).get_signature_runner()
+    runner = make_interpreter(path, num_threads=2).get_signature_runner()
     out = runner(normalized_images=ref["net_input"])
     for level in range(3, 8):
         for kind in ("class", "box"):

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema_fb
 
+from efficientdet_tf.litert import make_interpreter
 from efficientdet_tf.export.tflite import keep_tail_float, quantize_network
 
 NUM_CLASSES = 5
@@ -58,7 +59,7 @@ def _quantized(fn, samples, clean):
 
 
 def _run(content, x):
-    interpreter = tf.lite.Interpreter(model_content=content)
+    interpreter = make_interpreter(model_content=content)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()

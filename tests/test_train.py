@@ -2,7 +2,8 @@
 
 One fine-tuning run from the D0 reference checkpoint (5 classes) is shared by several tests: the
 loss falls, the class predictor alone is skipped, checkpoints/config.yaml/TensorBoard events are
-written, and the EMA weights are what a model dir loads. Bad input fails before any step.
+written, the inner loops end where an action is due, and the EMA weights are what a model dir
+loads. Bad input fails before any step.
 """
 
 import glob
@@ -19,6 +20,7 @@ import tensorflow as tf
 from efficientdet_tf.checkpoints.loading import load_pretrained, trainer_tensors
 from efficientdet_tf.checkpoints.official import EMA_SUFFIX, model_variables
 from efficientdet_tf.config import get_config
+from efficientdet_tf.train.actions import Action
 from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
 from efficientdet_tf.train.trainer import train
 from helpers import SMALL, TINY
@@ -39,10 +41,32 @@ def finetuned(shapes_records, d0_reference_dir, tmp_path_factory):
         seen.append((step, tf.train.latest_checkpoint(path)))
         return {"AP": {6: 0.1, 12: 0.3, 18: 0.2, 24: 0.25}[step], "AP50": 0.5}
 
+    loop_ends, every_7 = _Record(), _Record(every=7)
     result = train(config, model_dir, train_file_pattern=shapes_records, train_steps=24, save_every=8,
-                   keep_checkpoints=2, pretrained_ckpt=d0_reference_dir, seed=3, summary_every=4,
-                   eval_fn=eval_fn, eval_every=6)
-    return model_dir, dict(result, seen=seen)
+                   keep_checkpoints=2, pretrained_ckpt=d0_reference_dir, seed=3, summary_every=10,
+                   eval_fn=eval_fn, eval_every=6, steps_per_loop=3, actions=(loop_ends, every_7))
+    return model_dir, dict(result, seen=seen, loop_ends=loop_ends.steps, every_7=every_7.steps)
+
+
+class _Record(Action):
+    """Notes the steps it runs at: after every inner loop, or every `every` steps."""
+
+    def __init__(self, every=0):
+        self.every, self.steps = every, []
+
+    def due(self, run):
+        return super().due(run) if self.every else True
+
+    def __call__(self, run):
+        self.steps.append(run.step)
+
+
+def test_inner_loops_end_where_an_action_is_due(finetuned):
+    _, result = finetuned
+    # Up to 3 steps per loop, cut at step 1 (first summaries), the saves (8), evaluations (6),
+    # summaries (10) and the action's own period (7).
+    assert result["loop_ends"] == [1, 4, 6, 7, 8, 10, 12, 14, 16, 18, 20, 21, 24]
+    assert result["every_7"] == [7, 14, 21]
 
 
 def test_loss_falls_while_fine_tuning(finetuned):
@@ -73,6 +97,10 @@ def test_checkpoints_config_and_summaries_are_written(finetuned):
         for event in tf.compat.v1.train.summary_iterator(events):
             tags.update(value.tag for value in event.summary.value)
     assert {"det_loss", "cls_loss", "box_loss", "learning_rate", "pictures_per_second", "train_pictures"} <= tags
+    scalar_steps = sorted({event.step for events in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*"))
+                           for event in tf.compat.v1.train.summary_iterator(events)
+                           if any(value.tag == "det_loss" for value in event.summary.value)})
+    assert scalar_steps == [1, 10, 20, 24]
 
 
 def test_eval_fn_runs_on_saved_checkpoints_and_the_best_is_kept(finetuned):

@@ -42,13 +42,17 @@ print("RESULTS " + json.dumps(results))
 
 WORKER_SCRIPT = r"""
 import json, sys
+sys.path.insert(0, "tests")  # run from the repository root
 from efficientdet_tf.train.trainer import train
+from helpers import KillAt
 from efficientdet_tf.config import get_config
 
 shapes_records, model_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-model, steps, every = (sys.argv[4], int(sys.argv[5]), 2) if len(sys.argv) > 4 else ("efficientdet-d0", 3, 3)
+model, steps, every = (sys.argv[4], int(sys.argv[5]), 2) if len(sys.argv) > 5 else ("efficientdet-d0", 3, 3)
+actions = (KillAt(sys.argv[6]),) if len(sys.argv) > 6 else ()
 result = train(get_config(model, overrides), model_dir, train_file_pattern=shapes_records, train_steps=steps,
-               save_every=every, strategy="multi_worker", seed=7, deterministic=True, progress=False)
+               save_every=every, strategy="multi_worker", seed=7, deterministic=True, progress=False,
+               actions=actions)
 print("RESULTS " + json.dumps({"history": result["history"], "checkpoint": result["checkpoint"]}))
 """
 
@@ -72,16 +76,15 @@ def test_one_device_and_mirrored_give_the_same_losses(shapes_records, tmp_path):
 
 def _run_workers(shapes_records, model_dir, *extra, kill_at=None):
     """Runs the two workers of a localhost cluster to the end; returns their RESULTS (chief first).
-    With `kill_at` both SIGKILL themselves there (see train.checkpointing.KILL_ENV)."""
-    from efficientdet_tf.train.checkpointing import KILL_ENV
-
+    With `kill_at` both SIGKILL themselves there (`helpers.KillAt`)."""
     workers = ["localhost:%d" % port for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        env = subprocess_env(TF_CONFIG=tf_config, **({KILL_ENV: kill_at} if kill_at else {}))
+        env = subprocess_env(TF_CONFIG=tf_config)
         processes.append(subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, shapes_records, model_dir, json.dumps(SMALL)] + list(extra),
+            [sys.executable, "-c", WORKER_SCRIPT, shapes_records, model_dir, json.dumps(SMALL)] + list(extra)
+            + ([kill_at] if kill_at else []),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT))
     outputs = []
     try:

@@ -20,17 +20,19 @@ from helpers import ROOT, free_ports, results_line, subprocess_env
 
 SCRIPT = r"""
 import json, sys
+sys.path.insert(0, "tests")  # run from the repository root
 from efficientdet_tf.train.trainer import train
+from helpers import KillAt
 from efficientdet_tf.config import get_config
 
 from efficientdet_tf.train.errors import TrainError
 
 import os
-shapes_records, model_dir, overrides, strategy, steps, timeout = sys.argv[1:7]
+shapes_records, model_dir, overrides, strategy, steps, timeout, kill_at = sys.argv[1:8]
 try:
     result = train(get_config("efficientdet-d0", json.loads(overrides)), model_dir, train_file_pattern=shapes_records,
                    train_steps=int(steps), save_every=2, strategy=strategy or None, seed=7, deterministic=True,
-                   progress=False, collective_timeout=float(timeout))
+                   progress=False, collective_timeout=float(timeout), actions=(KillAt(kill_at),) if kill_at else ())
 except TrainError as e:
     print("TRAINERROR " + str(e))
     sys.exit(3)
@@ -77,12 +79,13 @@ def gce():
         server.server_close()
 
 
-def _start(shapes_records, model_dir, strategy, steps, workers=None, index=0, timeout=300, **env_extra):
+def _start(shapes_records, model_dir, strategy, steps, workers=None, index=0, timeout=300, kill_at="",
+           **env_extra):
     env = subprocess_env(**env_extra)
     if workers:
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
     return subprocess.Popen([sys.executable, "-c", SCRIPT, shapes_records, model_dir, json.dumps(SMALL), strategy,
-                             str(steps), str(timeout)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                             str(steps), str(timeout), kill_at], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
 def _wait_for(path, processes, limit=600):
@@ -169,12 +172,10 @@ def test_sigterm_to_one_worker_saves_every_worker_at_one_step(shapes_records, tm
 
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_other_within_the_timeout(shapes_records, tmp_path):
-    from efficientdet_tf.train.checkpointing import KILL_ENV
-
     model_dir = str(tmp_path / "model")
     workers = ["localhost:%d" % port for port in free_ports(2)]
     chief = _start(shapes_records, model_dir, "multi_worker", 40, workers, 0, timeout=20)
-    lost = _start(shapes_records, model_dir, "multi_worker", 40, workers, 1, timeout=20, **{KILL_ENV: "step:5"})
+    lost = _start(shapes_records, model_dir, "multi_worker", 40, workers, 1, timeout=20, kill_at="step:5")
     try:
         lost.communicate(timeout=600)
         assert lost.returncode == -signal.SIGKILL
@@ -189,7 +190,7 @@ def test_a_killed_worker_stops_the_other_within_the_timeout(shapes_records, tmp_
         waited, chief.returncode, stdout[-1500:], stderr[-3000:]))
     assert chief.returncode == 3, stderr[-3000:]
     line = [l for l in stdout.splitlines() if l.startswith("TRAINERROR ")][0]
-    assert "lost contact with worker 1 of the cluster at step" in line, line
+    assert "lost contact with worker 1 of the cluster after step" in line, line
     assert "the last checkpoint is %s" % os.path.join(model_dir, "ckpt-4") in line, line
     assert waited < 20 + 60
     workers = ["localhost:%d" % port for port in free_ports(2)]

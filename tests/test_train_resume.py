@@ -18,8 +18,7 @@ import pytest
 import tensorflow as tf
 
 from efficientdet_tf.checkpoints.loading import trainer_tensors
-from efficientdet_tf.train.checkpointing import KILL_ENV
-from helpers import ROOT, SMALL, distances
+from helpers import ROOT, SMALL, TRAIN_WITH_KILL, distances
 
 MODEL = "efficientdet-lite0"
 STEPS = 6
@@ -28,11 +27,9 @@ STEPS = 6
 def _train(shapes_records, model_dir, kill_at=None):
     hparams = ",".join("%s=%s" % (k, json.dumps(v)) for k, v in SMALL.items())
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop(KILL_ENV, None)
-    if kill_at:
-        env[KILL_ENV] = kill_at
     return subprocess.run(
-        [sys.executable, "-m", "efficientdet_tf.cli.train", "--model_name=" + MODEL, "--model_dir=" + model_dir,
+        [sys.executable, "-c", TRAIN_WITH_KILL, os.path.join(ROOT, "tests"), kill_at or "",
+         "--model_name=" + MODEL, "--model_dir=" + model_dir,
          "--hparams=" + hparams, "--train_file_pattern=" + shapes_records, "--train_steps=%d" % STEPS, "--save_every=2",
          "--deterministic", "--seed=5", "--noprogress"],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)

@@ -16,8 +16,14 @@ flags.DEFINE_integer("version", 1, "Version sub-folder (TF Serving serves the hi
 flags.DEFINE_list("tflite", [], "TFLite files to write: any of fp32,fp16,int8.")
 flags.DEFINE_string("calibration_file_pattern", "", "TFRecords (image/encoded) to calibrate int8 on.")
 flags.DEFINE_integer("num_calibration_images", 100, "Pictures read for int8 calibration.")
+flags.DEFINE_string("tflite_input_size", "", "HxW of the TFLite files' fixed input (default: image_size square). "
+                    "MediaPipe stretches pictures to it: give your camera's aspect ratio, e.g. 384x512 for 4:3.")
+flags.DEFINE_string("label_map", "", "YAML/JSON {id: name}: the class names of the TFLite files' metadata "
+                    "(default: the config's eval.label_map; without one, class_<id>).")
 flags.DEFINE_bool("fold_batch_norms", True, "Fold batch norms into the convolutions.")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the network inside the SavedModel.")
+flags.DEFINE_bool("openvino", False, "Also write <export_dir>/<model_name>.xml + .bin: the SavedModel's "
+                  "serving_default (pictures of any size, soft-NMS inside) as an OpenVINO model (openvino extra).")
 flags.DEFINE_bool("onnx", False, "Also write <export_dir>/<model_name>.onnx: uint8 pictures of any size in, "
                   "detections out, NMS inside (needs the onnx extra).")
 flags.DEFINE_bool("onnx_network_only", False, "Also write <export_dir>/<model_name>_network.onnx: normalised "
@@ -50,14 +56,47 @@ def main(argv):
     if FLAGS.onnx and config.nms.mode == "combined":
         raise common.UsageError("--onnx runs NMS as ONNX ops, which covers nms.mode=global and per_class, "
                                 "not combined")
+    if FLAGS.openvino:
+        from efficientdet_tf.export.openvino import import_openvino
+        try:
+            import_openvino()
+        except ImportError as e:
+            raise common.UsageError(str(e)) from None
     network = fold_and_check(model, config) if FLAGS.fold_batch_norms else model
     path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)
     print("SavedModel: %s" % path)
+    if FLAGS.openvino:
+        from efficientdet_tf.export.openvino import export_openvino
+
+        target = export_openvino(path, config, os.path.join(FLAGS.export_dir, config.name + ".xml"))
+        print("OpenVINO: %s (+ .bin; NMS: %s, as in the SavedModel)" % (target, config.nms.method))
+    label_map, input_size = None, None
+    if FLAGS.tflite_input_size:
+        try:
+            input_size = tuple(int(v) for v in FLAGS.tflite_input_size.lower().split("x"))
+            if len(input_size) != 2 or min(input_size) < 1:
+                raise ValueError
+        except ValueError:
+            raise common.UsageError("--tflite_input_size must be HxW, e.g. 384x512, got %r"
+                                    % FLAGS.tflite_input_size) from None
+    if FLAGS.tflite:
+        from efficientdet_tf.data.label_map import load_label_map
+        from efficientdet_tf.export import mediapipe_metadata
+
+        label_file = FLAGS.label_map or config.eval.label_map
+        try:
+            label_map = load_label_map(label_file) if label_file else None
+        except (OSError, ValueError) as e:
+            raise common.UsageError("--label_map: %s" % e) from None
+        if not mediapipe_metadata.available():
+            print("TFLite files are written without metadata (MediaPipe Tasks needs it): %s"
+                  % mediapipe_metadata.INSTALL_HINT)
     for quantization in FLAGS.tflite:
         # Beside the version folders: TF Serving only looks at numeric sub-folders.
         target = os.path.join(FLAGS.export_dir, "%s_%s.tflite" % (config.name, quantization))
         export_tflite(network, config, target, quantization, calibration_file_pattern=FLAGS.calibration_file_pattern,
-                      num_calibration_images=FLAGS.num_calibration_images)
+                      num_calibration_images=FLAGS.num_calibration_images, label_map=label_map,
+                      input_size=input_size)
         print("TFLite %s: %s" % (quantization, target))
     if FLAGS.onnx or FLAGS.onnx_network_only:
         from efficientdet_tf.export.onnx import export_onnx

@@ -33,6 +33,8 @@ flags.DEFINE_bool("deterministic", False, "Fixed input order and augmentation, d
                   "run ends with the weights of an uninterrupted one.")
 flags.DEFINE_bool("use_xla", False, "XLA-compile the training step.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_integer("steps_per_loop", 1, "Optimizer steps per compiled inner loop (losses read back once per "
+                     "loop); saves, evaluations and summaries still happen at exactly their steps.")
 flags.DEFINE_enum("mode", "train", ["train", "traineval"], "traineval also evaluates the EMA weights on "
                   "--val_file_pattern every --eval_every steps (COCO metrics to TensorBoard; the best "
                   "checkpoint by AP is kept in <model_dir>/best/).")
@@ -83,7 +85,7 @@ def main(argv):
                        pretrained_ckpt=FLAGS.pretrained_ckpt or None, freeze=FLAGS.freeze or None,
                        seed=FLAGS.seed, deterministic=FLAGS.deterministic, use_xla=FLAGS.use_xla,
                        eval_fn=eval_fn, eval_every=FLAGS.eval_every if eval_fn else 0,
-                       progress=FLAGS.progress)
+                       progress=FLAGS.progress, steps_per_loop=FLAGS.steps_per_loop)
     except TrainError as e:
         raise common.UsageError(str(e)) from None
     losses = result["losses"]

@@ -1,11 +1,8 @@
 """int8 activation ranges: two estimates from the calibration pictures, and a label-free choice between them."""
 
-import os
-import warnings
-
 import numpy as np
-import tensorflow as tf
 
+from efficientdet_tf.litert import make_interpreter
 from efficientdet_tf.metrics.coco_format import coco_results
 from efficientdet_tf.metrics.coco_metrics import GroundtruthBuilder, evaluate_detections
 
@@ -33,11 +30,7 @@ def mean_ranges(calibrated, tensor_indices, samples):
     training tracks ranges as a moving average of per-batch extremes instead, which for batches of
     one picture is this estimate.
     """
-    with warnings.catch_warnings():
-        # Keeping every intermediate tensor is what this needs, not the debugging mistake TF warns of.
-        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-        interpreter = tf.lite.Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True,
-                                          num_threads=os.cpu_count())
+    interpreter = make_interpreter(model_content=calibrated, preserve_all_tensors=True)
     interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()
     sums = {i: np.zeros(2) for i in tensor_indices}
@@ -56,9 +49,16 @@ def mean_ranges(calibrated, tensor_indices, samples):
 
 
 def detections(model_content, samples):
-    """The detection outputs (one dict per sample, batch axis dropped) of a TFLite detection model."""
-    runner = tf.lite.Interpreter(model_content=model_content, num_threads=os.cpu_count()).get_signature_runner()
-    return [{key: value[0] for key, value in runner(images=sample[0]).items()} for sample in samples]
+    """The detection outputs (one dict per sample, batch axis dropped, boxes in input pixels) of a
+    TFLite detection model."""
+    runner = make_interpreter(model_content=model_content).get_signature_runner()
+    found = []
+    for sample in samples:
+        out = {key: value[0] for key, value in runner(images=sample[0]).items()}
+        height, width = sample[0].shape[1:3]
+        out["detection_boxes"] = out["detection_boxes"] * np.array([height, width, height, width], np.float32)
+        found.append(out)
+    return found
 
 
 def detection_agreement(reference, candidate):

@@ -13,6 +13,20 @@ from efficientdet_tf.ops.image_decoding import decode_image
 from efficientdet_tf.ops.letterbox import IMAGENET_PAD_RGB, letterbox, pad_rgb_for
 
 QUANTIZATIONS = ("fp32", "fp16", "int8")
+# The outputs of a detection TFLite file, in the order the TFLite detection runtimes read them.
+OUTPUT_ORDER = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+
+
+def tflite_detections(detections, input_size):
+    """The detection dict in the form of TFLite detection models (the form of TFLite's own
+    detection post-processing op, which MediaPipe Tasks and the Task Library read): boxes
+    [ymin, xmin, ymax, xmax] as fractions of the input, class ids, scores and count all float32."""
+    height, width = input_size
+    scale = tf.constant([height, width, height, width], tf.float32)
+    return {"detection_boxes": tf.cast(detections["detection_boxes"], tf.float32) / scale,
+            "detection_classes": tf.cast(detections["detection_classes"], tf.float32),
+            "detection_scores": tf.cast(detections["detection_scores"], tf.float32),
+            "num_detections": tf.cast(detections["num_detections"], tf.float32)}
 
 
 def calibration_images(file_pattern, input_size, count=100, pad_rgb=IMAGENET_PAD_RGB):
@@ -30,13 +44,18 @@ def calibration_images(file_pattern, input_size, count=100, pad_rgb=IMAGENET_PAD
 
 
 def export_tflite(network, config, path, quantization="fp32", input_size=None,
-                  calibration_file_pattern=None, num_calibration_images=100, raw_outputs=False):
+                  calibration_file_pattern=None, num_calibration_images=100, raw_outputs=False,
+                  label_map=None, metadata=True):
     """Converts uint8 pictures [1, h, w, 3] -> detections (the `serving_default` graph) to TFLite.
 
     The file holds preprocessing, the network, box decoding and NMS (NonMaxSuppressionV5 is a TFLite
-    builtin); its signature 'serving_default' has input `images` and the four named outputs. With
-    the default input size (image_size square) pass pictures already letterboxed to that size and
-    multiply the boxes by your own resize scale; pictures of exactly `input_size` need nothing.
+    builtin); its signature 'serving_default' has input `images` and the four outputs of TFLite
+    detection models, in this order (`OUTPUT_ORDER`, `tflite_detections`): `detection_boxes`
+    [1, N, 4] as [ymin, xmin, ymax, xmax] fractions of the input, `detection_classes` (class ids,
+    float32), `detection_scores`, `num_detections` (float32 [1]). Pass pictures letterboxed to
+    `input_size` and map the boxes back with your own resize scale (`runtime.TFLiteDetector` does).
+    With MediaPipe installed (the `edge` extra) the file carries MediaPipe's detector metadata
+    (`export.mediapipe_metadata`), so MediaPipe Tasks and the TFLite Task Library run it as it is.
 
     Args:
       network: the (folded) Keras network.
@@ -48,7 +67,14 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
       calibration_file_pattern: TFRecords with image/encoded, required for int8.
       num_calibration_images: how many calibration pictures to read.
       raw_outputs: convert the network alone instead: normalised float32 `normalized_images`
-        [1, S, S, 3] in, the raw per-level outputs out (the `predict_raw` graph; fp32/fp16 only).
+        [1, S, S, 3] in, the raw per-level outputs out (the `predict_raw` graph; fp32/fp16 only;
+        no metadata).
+      label_map: {class id: name} for the metadata's label file (None: 'class_<id>').
+      metadata: write the metadata when MediaPipe is installed
+        (`export.mediapipe_metadata.available()` says whether it is).
+
+    Returns:
+      path.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError("quantization must be one of %s, got %r" % (QUANTIZATIONS, quantization))
@@ -61,8 +87,9 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
                              input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32,
                                                             name="normalized_images")])
     else:
-        detect = tf.function(lambda images: detect_images(network, config, images, "tflite"), input_signature=[
-            tf.TensorSpec([1, input_size[0], input_size[1], 3], tf.uint8, name="images")])
+        detect = tf.function(
+            lambda images: tflite_detections(detect_images(network, config, images, "tflite"), input_size),
+            input_signature=[tf.TensorSpec([1, input_size[0], input_size[1], 3], tf.uint8, name="images")])
     # Freeze the weights into constants first: the converter leaves Keras 3 variables as
     # VAR_HANDLE/READ_VARIABLE ops that read garbage at run time (TF 2.21).
     concrete = detect.get_concrete_function()
@@ -91,6 +118,13 @@ def export_tflite(network, config, path, quantization="fp32", input_size=None,
         data = _quantize_network_only(converter, network.name) if quantization == "int8" else converter.convert()
     finally:
         shutil.rmtree(saved, ignore_errors=True)
+    if not raw_outputs:
+        from efficientdet_tf.export import mediapipe_metadata
+        from efficientdet_tf.export.tflite_graph import order_outputs
+
+        data = order_outputs(data, OUTPUT_ORDER)
+        if metadata and mediapipe_metadata.available():
+            data = mediapipe_metadata.add_metadata(data, label_map, config.num_classes)
     with open(path, "wb") as f:
         f.write(data)
     return path

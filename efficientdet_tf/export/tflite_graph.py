@@ -160,3 +160,40 @@ def clean_float_tail(model_content):
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def order_outputs(content, names):
+    """TFLite bytes whose subgraph-0 outputs come in the order of the signature output `names`,
+    both as the output list and by tensor index.
+
+    The converter orders a signature's outputs as it likes. The TFLite detection runtimes read the
+    four detection outputs by position, and MediaPipe's metadata writer pairs them with their
+    meaning by ascending tensor index (the port order of TFLite's detection post-processing op),
+    so the output tensors swap index slots as well (every reference to them follows).
+    """
+    import flatbuffers
+
+    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(content, 0))
+    signature = model.signatureDefs[0]
+    graph = model.subgraphs[0]
+    by_name = {t.name.decode(): int(t.tensorIndex) for t in signature.outputs}
+    if sorted(by_name) != sorted(names) or len(names) != len(graph.outputs):
+        raise ValueError("the TFLite signature's outputs are %s, not %s" % (sorted(by_name), list(names)))
+    slots = sorted(by_name.values())
+    moved = {by_name[name]: slot for name, slot in zip(names, slots)}  # old index -> new index
+    tensors = list(graph.tensors)
+    for old, new in moved.items():
+        graph.tensors[new] = tensors[old]
+
+    def remap(indices):
+        return [moved.get(int(i), int(i)) for i in indices] if indices is not None else indices
+
+    for op in graph.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+    graph.inputs = remap(graph.inputs)
+    graph.outputs = slots
+    for output in signature.outputs:
+        output.tensorIndex = moved[int(output.tensorIndex)]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

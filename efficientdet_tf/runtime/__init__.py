@@ -28,12 +28,12 @@ def load_detector(path_or_model, model_name=None, hparams=None, num_threads=None
     `path_or_model` is one of: a detector (returned as it is, or with `hparams` applied), a built Keras EfficientDet, a
     `.keras` file, a trainer model dir (config.yaml beside its checkpoints) or a `ckpt-N` prefix in
     one, a bare checkpoint (official TF1 dir or prefix, `.weights.h5`: needs `model_name`), a
-    SavedModel dir (or its base dir of numeric versions), a detection `.tflite` file or an `.onnx`
-    file. `hparams` (string 'a=1,nms.mode=per_class', dict or yaml path) apply on top of the model's
+    SavedModel dir (or its base dir of numeric versions), a detection `.tflite` file, an `.onnx`
+    file or an OpenVINO `.xml` file. `hparams` (string 'a=1,nms.mode=per_class', dict or yaml path) apply on top of the model's
     config (a Keras network is opened by `checkpoints.opening.open_model`: the network of a built
-    model, `.keras` file or model dir is fixed, so there they change the other sections); a SavedModel, TFLite or ONNX file runs its own network and NMS, so there they set only
+    model, `.keras` file or model dir is fixed, so there they change the other sections); a SavedModel, TFLite, ONNX or OpenVINO file runs its own network and NMS, so there they set only
     data and eval settings (and, for TFLite, which model `model_name` says the file holds).
-    `num_threads` applies to TFLite and ONNX Runtime. Raises LoadError in one line.
+    `num_threads` applies to TFLite, ONNX Runtime and OpenVINO. Raises LoadError in one line.
     """
     import keras
 
@@ -61,6 +61,11 @@ def load_detector(path_or_model, model_name=None, hparams=None, num_threads=None
 
         config = get_config(model_name, hparams) if model_name else None
         return OnnxDetector(path, config=config, hparams=None if config else hparams, num_threads=num_threads)
+    if path.endswith(".xml"):
+        from efficientdet_tf.runtime.openvino import OpenVINODetector
+
+        config = get_config(model_name, hparams) if model_name else None
+        return OpenVINODetector(path, config=config, hparams=None if config else hparams, num_threads=num_threads)
     if path.endswith(".tflite"):
         from efficientdet_tf.runtime.tflite import TFLiteDetector
 

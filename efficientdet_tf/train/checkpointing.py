@@ -30,18 +30,6 @@ from efficientdet_tf.train.errors import TrainError
 CONFIG_FILE = loading.CONFIG_FILE  # one name for writer and readers
 PREFIX = "ckpt"
 BEST_DIR = "best"
-# Fault injection for the kill-safety tests: "save:<step>" SIGKILLs this process after the files of
-# ckpt-<step> are written but before the state file names them; "step:<step>" right after that step.
-KILL_ENV = "EFFICIENTDET_TF_TEST_KILL_AT"
-
-
-def kill_point(kind, step):
-    """SIGKILLs the process when KILL_ENV asks for `kind` at `step` (tests only)."""
-    if os.environ.get(KILL_ENV) == "%s:%d" % (kind, step):
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def seed_generator_states(model):
     """{'<layer name>/<i>': variable} of the state that a layer holds besides its weights: the
     Keras SeedGenerators' states (drop-connect).
@@ -147,6 +135,9 @@ class Checkpointer:
 
     In a multi-worker run every worker must take part in each save; only the chief's files land
     in `model_dir`, the others write into `<model_dir>/.scratch_<worker>` and delete it.
+
+    `write_callbacks`: functions called with a save's prefix once its files are written, before the
+    state file names it (the kill-safety tests stop the process there).
     """
 
     def __init__(self, model_dir, model, optimizer, data_position, keep, chief=True, worker="worker_0"):
@@ -162,6 +153,7 @@ class Checkpointer:
             rng=tf.train.Checkpoint(**seed_generator_states(model)))
         directory = model_dir if chief else os.path.join(model_dir, ".scratch_" + worker)
         self.directory = directory
+        self.write_callbacks = []
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max(1, keep),
                                                   checkpoint_name=PREFIX)
 
@@ -179,8 +171,7 @@ class Checkpointer:
 
     def save(self, step):
         """Writes ckpt-<step>; returns its prefix in model_dir (None on non-chief workers)."""
-        callbacks = [lambda save_path: kill_point("save", step)]
-        options = tf.train.CheckpointOptions(experimental_write_callbacks=callbacks)
+        options = tf.train.CheckpointOptions(experimental_write_callbacks=list(self.write_callbacks))
         path = self.manager.save(checkpoint_number=step, options=options)
         if not self.chief:
             tf.io.gfile.rmtree(self.directory)

@@ -5,6 +5,9 @@ import tensorflow as tf
 
 from efficientdet_tf import losses
 
+# The loss parts a step returns (summed over replicas), in the order the train loop records them.
+LOSS_KEYS = ("cls_loss", "box_loss", "det_loss", "reg_loss", "total_loss")
+
 
 def build_training_model(config, precision="float32"):
     """The network with synchronized batch norm, under the precision policy (restored afterwards)."""
@@ -102,3 +105,37 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
     return train_step
+
+
+def build_train_loop(strategy, train_step, optimizer):
+    """The inner loop of the trainer: `loop(iterator, num_steps, stop)` runs `num_steps` steps of
+    `train_step` (from `build_train_step`) on the next batches of a distributed iterator in one
+    compiled function, so nothing goes back to the host between two steps.
+
+    Returns `(steps, records, (images, boxes))`: the optimizer's step count after each step (int64
+    [num_steps]; it stays put where a float16 loss scaler skipped the batch), per step the learning
+    rate it used, the `LOSS_KEYS` values and the summed stop requests (float32 [num_steps, 7]), and
+    the first local replica's pictures and boxes of the last batch (for summaries). `stop` is read
+    once per call.
+    """
+    step_fn = train_step.python_function
+
+    @tf.function
+    def train_loop(iterator, num_steps, stop):
+        steps = tf.TensorArray(tf.int64, size=num_steps)
+        records = tf.TensorArray(tf.float32, size=num_steps)
+        images, boxes = tf.zeros([0, 0, 0, 3]), tf.zeros([0, 0, 4])
+        for i in tf.range(num_steps):
+            tf.autograph.experimental.set_loop_options(shape_invariants=[
+                (images, tf.TensorShape([None, None, None, 3])), (boxes, tf.TensorShape([None, None, 4]))])
+            learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
+            batch = next(iterator)
+            out = step_fn(batch, stop)
+            steps = steps.write(i, tf.cast(optimizer.iterations, tf.int64))
+            records = records.write(i, tf.stack([learning_rate] + [tf.cast(out[k], tf.float32) for k in LOSS_KEYS]
+                                                + [tf.cast(out["stop"], tf.float32)]))
+            images = tf.cast(strategy.experimental_local_results(batch[0])[0], tf.float32)
+            boxes = tf.cast(strategy.experimental_local_results(batch[1]["boxes"])[0], tf.float32)
+        return steps.stack(), records.stack(), (images, boxes)
+
+    return train_loop

@@ -13,14 +13,12 @@ import tensorflow as tf
 from efficientdet_tf import factory
 from efficientdet_tf.checkpoints.errors import CheckpointError
 from efficientdet_tf.config import Config, ConfigError, get_config
-from efficientdet_tf.train import checkpointing, schedules, strategy as strategy_lib
+from efficientdet_tf.train import actions as actions_lib, checkpointing, schedules, strategy as strategy_lib
 from efficientdet_tf.train.errors import NonFiniteLossError, TrainError
 from efficientdet_tf.train.optimizer import build_optimizer
 from efficientdet_tf.train.preemption import PreemptionWatch
 from efficientdet_tf.train.summaries import SummaryWriter
-from efficientdet_tf.train.train_step import build_train_step, build_training_model
-
-LOSS_KEYS = ("cls_loss", "box_loss", "det_loss", "reg_loss", "total_loss")
+from efficientdet_tf.train.train_step import LOSS_KEYS, build_train_loop, build_train_step, build_training_model
 
 
 def _resolve_config(config, batch_size, seed, deterministic, train_file_pattern, tfds_name):
@@ -78,6 +76,12 @@ def _data_error(error):
     text = str(getattr(error, "message", error))
     match = re.search(r"assertion failed: \[(.*?)\]", text)
     return match.group(1) if match else text.strip().splitlines()[0]
+
+
+def _is_data_error(error):
+    """Whether an InvalidArgumentError came from the input (a record the pipeline refused)."""
+    text = str(getattr(error, "message", error))
+    return "assertion failed" in text or "IteratorGetNext" in text or "DecodeImage" in text
 
 
 def _format_losses(values):
@@ -166,6 +170,12 @@ class RunOptions:
       eval_every: steps between evaluations (0: never).
       progress: show a progress bar (chief only).
       summary_every: steps between TensorBoard scalar summaries.
+      steps_per_loop: optimizer steps per inner loop (one compiled call; the losses come back to the
+        host once per loop, the progress bar and the stop request are updated once per loop). The
+        actions (save, evaluate, summaries, your own) still run at exactly their steps: an inner
+        loop ends early to reach them.
+      actions: extra `train.actions.Action` objects, run after the built-in ones (progress,
+        summaries, save, evaluate, preemption) at the steps they ask for.
       collective_timeout: seconds a worker of a multi-worker run may stop answering (heartbeats of
         TensorFlow's coordination service; 0: its default) before the others stop with a
         TrainError that names it and the checkpoint to resume from.
@@ -190,11 +200,13 @@ class RunOptions:
     eval_every: int = 0
     progress: bool = True
     summary_every: int = 100
+    steps_per_loop: int = 1
+    actions: tuple = ()
 
 
 class TrainingRun:
-    """One training run, phase by phase: `set_up`, `restore`, `run_steps` (with `save` and
-    `evaluate`), `finish`.
+    """One training run, phase by phase: `set_up`, `restore`, `run_steps` (inner loops of steps,
+    and between them the `actions`, which call `save`, `evaluate`, `stop_for_preemption`), `finish`.
 
     The state that a checkpoint holds, and so that a resumed run continues from, is what
     `set_up` builds into `self.checkpointer`: the model's variables (weights, batch-norm
@@ -216,7 +228,12 @@ class TrainingRun:
         self.resumed_from = None
         self.last_good = None
         self.saved_step = None
-        self.steady_times = []
+        self.steady = []  # (steps, seconds) of every inner loop after the first
+        self.traced = False
+        self.stop_requests = 0.0
+        self.pictures_per_second = 0.0
+        self.learning_rate = self.learning_rate_used = float("nan")
+        self.last_batch = None
         self.preempted = False
         self.preemption = None
 
@@ -244,6 +261,8 @@ class TrainingRun:
             raise TrainError("train_steps must be >= 1, got %d" % opts.train_steps)
         if opts.save_every < 1:
             raise TrainError("save_every must be >= 1, got %d" % opts.save_every)
+        if opts.steps_per_loop < 1:
+            raise TrainError("steps_per_loop must be >= 1, got %d" % opts.steps_per_loop)
         if self.config.data.deterministic and opts.use_xla:
             raise TrainError("--deterministic and --use_xla do not go together: XLA has no deterministic "
                              "max-pool gradient")
@@ -344,10 +363,11 @@ class TrainingRun:
             print("resuming from %s (step %d)" % (self.resumed_from, self.step), flush=True)
         self._build_input()
         self.preemption = PreemptionWatch()
-        self.train_step = build_train_step(
+        train_step = build_train_step(
             self.strategy, self.model, self.optimizer, self.trainable, factory.build_loss_fn(self.config),
             float(self.config.loss.weight_decay), float(self.config.train.clip_gradients_norm),
             self.precision, self.options.use_xla, clip_scope=self.config.train.clip_gradients_scope)
+        self.train_loop = build_train_loop(self.strategy, train_step, self.optimizer)
 
     def _build_input(self):
         pipeline, consumed = self.pipeline, self.consumed
@@ -373,64 +393,82 @@ class TrainingRun:
 
     # ---- run -----------------------------------------------------------------------------------
 
-    def run_steps(self):
-        """Trains up to total_steps: a step per batch, summaries, checkpoints and evaluations."""
+    def actions(self):
+        """The periodic actions of this run, in the order they run after an inner loop: progress,
+        summaries, save, evaluate, preemption (chief-only ones on the chief), then `options.actions`."""
         opts = self.options
+        built_in = []
+        if self.chief and opts.progress:
+            built_in.append(actions_lib.ProgressBar(self.total_steps, sys.stdout.isatty()))
+        if self.chief:
+            built_in.append(actions_lib.WriteSummaries(self.writer, opts.summary_every, self.total_steps))
+        built_in.append(actions_lib.SaveCheckpoint(opts.save_every, self.total_steps))
+        if opts.eval_every:
+            built_in.append(actions_lib.EvaluateAndKeepBest(opts.eval_every))
+        built_in.append(actions_lib.StopOnPreemption())
+        return built_in + list(opts.actions or ())
+
+    def run_steps(self):
+        """Trains up to total_steps in inner loops of up to `steps_per_loop` steps; the actions run
+        between two of them, at exactly the steps they ask for."""
         self.writer = SummaryWriter(os.path.join(self.model_dir, "train"), self.config, enabled=self.chief)
-        # Off a terminal (CI logs, nohup) the bar prints a line per update: every 15 s is enough there.
-        bar = keras.utils.Progbar(self.total_steps, stateful_metrics=list(LOSS_KEYS) + ["lr", "pics/s"],
-                                  unit_name="step", interval=0.05 if sys.stdout.isatty() else 15.0
-                                  ) if opts.progress and self.chief else None
-        rate_window, first_step = [], True
-        self.lr = float(self.optimizer.learning_rate.numpy())
-        while self.step < self.total_steps:
-            start = time.perf_counter()
-            try:  # the distributed iterator and the step both wait on the other workers
-                batch = self._next_batch()
-                out = self.train_step(batch, self.preemption.flag())
-                stop_requests = float(out.pop("stop").numpy())
-                self.values = {k: float(v.numpy()) for k, v in out.items()}
-            except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError,
-                    tf.errors.CancelledError, tf.errors.InternalError) as e:
-                if not strategy_lib.is_multi_worker(self.strategy):
-                    raise
-                raise TrainError(self._lost_worker_message(e)) from None
-            self.consumed += 1
-            lr_used, previous = self.lr, self.step
-            self.step = int(self.optimizer.iterations.numpy())
-            self.lr = float(self.optimizer.learning_rate.numpy())
-            self._check_finite(lr_used)
-            elapsed = time.perf_counter() - start
-            if not first_step:  # the first step of a run traces the graph
-                self.steady_times.append(elapsed)
-                rate_window = (rate_window + [elapsed])[-20:]
-            first_step = False
-            if self.step == previous:
-                # float16: the loss scaler skipped this batch (overflow); no new step to report or
-                # save, but a stop request still stops here.
-                if stop_requests > 0:
-                    self._stop_for_preemption()
+        actions = self.actions()
+        self.learning_rate = float(self.optimizer.learning_rate.numpy())
+        while self.step < self.total_steps and not self.preempted:
+            boundaries = [b for b in (a.next_step(self.step) for a in actions) if b is not None]
+            num_steps = min([self.options.steps_per_loop] + [b - self.step for b in boundaries + [self.total_steps]])
+            previous = self.step
+            self._run_loop(num_steps)
+            for action in actions:
+                if (self.step != previous or action.after_skipped_steps) and action.due(self):
+                    action(self)
+                if self.preempted:
                     break
-                continue
-            self.history.append((self.step, self.values["det_loss"], self.values["total_loss"]))
-            pictures = self.global_batch * len(rate_window) / sum(rate_window) if rate_window else 0.0
-            checkpointing.kill_point("step", self.step)
-            if bar is not None:
-                bar.update(self.step, values=[(k, self.values[k]) for k in ("cls_loss", "box_loss", "total_loss")]
-                           + [("lr", lr_used), ("pics/s", pictures)])
-            self._summaries(batch, lr_used, pictures)
-            if self.step % opts.save_every == 0 or self.step == self.total_steps:
-                self.save()
-            if opts.eval_every and self.step % opts.eval_every == 0:
-                self.evaluate()
-            if stop_requests > 0:
-                self._stop_for_preemption()
-                break
         if self.saved_step != self.step and self.step > 0:
             self.save()
         self.writer.flush()
 
-    def _stop_for_preemption(self):
+    def _run_loop(self, num_steps):
+        """One inner loop of `num_steps` batches; reads back every step's losses at its end."""
+        start = time.perf_counter()
+        try:  # the distributed iterator and the steps all wait on the other workers
+            steps, records, self.last_batch = self.train_loop(
+                self.iterator, tf.constant(num_steps, tf.int32), self.preemption.flag())
+            steps, records = steps.numpy(), records.numpy()
+        except (StopIteration, tf.errors.OutOfRangeError):
+            raise TrainError("the training input ended after step %d" % self.step) from None
+        except tf.errors.InvalidArgumentError as e:
+            if not _is_data_error(e):
+                raise
+            raise TrainError("bad training data: %s" % _data_error(e)) from None
+        except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.CancelledError, tf.errors.InternalError) as e:
+            if not strategy_lib.is_multi_worker(self.strategy):
+                raise
+            raise TrainError(self._lost_worker_message(e)) from None
+        elapsed = time.perf_counter() - start
+        self.consumed += num_steps
+        previous = self.step
+        for step, record in zip(steps.tolist(), records.tolist()):
+            values = dict(zip(LOSS_KEYS, record[1:-1]))
+            if not all(math.isfinite(v) for v in values.values()):
+                self.values = values
+                self._raise_not_finite(step if step != previous else previous + 1, record[0])
+            if step != previous:  # float16: the loss scaler skipped batches that overflowed
+                self.history.append((step, values["det_loss"], values["total_loss"]))
+                previous = step
+            self.values, self.learning_rate_used = values, record[0]
+        self.stop_requests = records[-1][-1]
+        self.step = int(steps[-1])
+        self.learning_rate = float(self.optimizer.learning_rate.numpy())
+        if self.traced:  # the first loop of a run traces the graph
+            self.steady.append((num_steps, elapsed))
+        self.traced = True
+        window = self.steady[-20:]
+        self.pictures_per_second = (self.global_batch * sum(n for n, _ in window) / sum(t for _, t in window)
+                                    if window else 0.0)
+
+    def stop_for_preemption(self):
         """Every worker saw the stop request at this step: all save it, and the run ends."""
         if self.saved_step != self.step and self.step > 0:
             self.save()
@@ -446,38 +484,17 @@ class TrainingRun:
         mine = strategy_lib.worker_id(self.strategy).rsplit("_", 1)
         lost = [t for t in tasks if [t[0], t[1]] != mine]
         who = ", ".join("%s %s" % t for t in lost) if lost else "another worker"
-        return ("lost contact with %s of the cluster at step %d (%s: %s); the last checkpoint is %s: "
+        return ("lost contact with %s of the cluster after step %d (%s: %s); the last checkpoint is %s: "
                 "rerun every worker to resume from it" % (
-                    who, self.step + 1, type(error).__name__, message.strip().splitlines()[0][:200],
+                    who, self.step, type(error).__name__, message.strip().splitlines()[0][:200],
                     tf.train.latest_checkpoint(self.model_dir) or "none (the run starts over)"))
 
-    def _next_batch(self):
-        try:
-            return next(self.iterator)
-        except (StopIteration, tf.errors.OutOfRangeError):
-            raise TrainError("the training input ended at step %d" % self.step) from None
-        except tf.errors.InvalidArgumentError as e:
-            raise TrainError("bad training data: %s" % _data_error(e)) from None
-
-    def _check_finite(self, lr_used):
-        if not all(math.isfinite(v) for v in self.values.values()):
-            raise NonFiniteLossError(
-                "loss is not finite at step %d: %s, learning rate %.6g; last good checkpoint: %s "
-                "(nothing after it was saved). Lower train.learning_rate, check the data with "
-                "inspect_tfrecord, or keep train.clip_gradients_norm > 0." % (
-                    self.step, _format_losses(self.values), lr_used, self.last_good or "none"))
-
-    def _summaries(self, batch, lr_used, pictures):
-        if not self.chief:
-            return
-        every = self.options.summary_every
-        if self.step % every == 0 or self.step == self.total_steps or self.step == 1:
-            self.writer.scalars(self.step, dict(self.values, learning_rate=lr_used, pictures_per_second=pictures))
-        if self.step == 1 or self.step % (every * 10) == 0:
-            images, labels = batch
-            local_images = self.strategy.experimental_local_results(images)[0]
-            local_boxes = self.strategy.experimental_local_results(labels["boxes"])[0]
-            self.writer.pictures(self.step, local_images.numpy(), {"boxes": local_boxes.numpy()})
+    def _raise_not_finite(self, step, learning_rate):
+        raise NonFiniteLossError(
+            "loss is not finite at step %d: %s, learning rate %.6g; last good checkpoint: %s "
+            "(nothing after it was saved). Lower train.learning_rate, check the data with "
+            "inspect_tfrecord, or keep train.clip_gradients_norm > 0." % (
+                step, _format_losses(self.values), learning_rate, self.last_good or "none"))
 
     def save(self):
         """Writes ckpt-<step> (every worker takes part; the chief's lands in model_dir)."""
@@ -507,11 +524,11 @@ class TrainingRun:
 
     def finish(self):
         """The summary dict that `train` returns."""
-        times = self.steady_times
-        rate = self.global_batch * len(times) / sum(times) if times else float("nan")
+        steps, seconds = sum(n for n, _ in self.steady), sum(t for _, t in self.steady)
+        rate = self.global_batch * steps / seconds if seconds else float("nan")
         if self.preemption is not None:
             self.preemption.close()
-        return {"step": self.step, "preempted": self.preempted, "losses": self.values, "learning_rate": self.lr,
+        return {"step": self.step, "preempted": self.preempted, "losses": self.values, "learning_rate": self.learning_rate,
                 "pictures_per_second": rate,
                 "checkpoint": self.last_good, "model_dir": self.model_dir, "resumed_from": self.resumed_from,
                 "pretrained": self.pretrained, "frozen": self.frozen, "evaluations": self.evaluations,

@@ -1,0 +1,55 @@
+"""OpenVINO: the exported `.xml` reproduces the SavedModel's detections through `load_detector`, on
+pictures of several sizes, a same-size batch and a list, and says what it holds."""
+
+import numpy as np
+import pytest
+
+from efficientdet_tf.runtime import load_detector
+from helpers import synthetic_picture
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, d0_reference_dir):
+    from efficientdet_tf.checkpoints.opening import open_model
+    from efficientdet_tf.export.openvino import export_openvino
+    from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
+
+    network, config = open_model("efficientdet-d0", d0_reference_dir, {"image_size": 128})
+    root = tmp_path_factory.mktemp("openvino")
+    saved = export_saved_model(fold_and_check(network, config), config, str(root / "export"))
+    return saved, export_openvino(saved, config, str(root / "d0.xml"))
+
+
+def _assert_same(want, got):
+    """Each of the 20 best SavedModel detections is in OpenVINO's list: same class, corners within
+    1 px, score within 2e-3 (near-equal scores may swap places)."""
+    assert int(got["num_detections"]) == int(want["num_detections"])
+    for box, score, class_id in zip(want["detection_boxes"][:20], want["detection_scores"][:20],
+                                    want["detection_classes"][:20]):
+        near = ((got["detection_classes"] == class_id) & (np.abs(got["detection_scores"] - score) <= 2e-3)
+                & (np.abs(got["detection_boxes"] - box).max(-1) <= 1.0))
+        assert near.any(), (box, score, class_id)
+
+
+@pytest.mark.slow
+def test_openvino_reproduces_the_saved_model(exported):
+    saved, xml = exported
+    reference, openvino = load_detector(saved), load_detector(xml)
+    assert openvino.kind == "openvino" and openvino.config.image_size == 128
+    pictures = [synthetic_picture(h, w, seed) for seed, (h, w) in enumerate([(128, 128), (90, 160), (300, 200)])]
+    for picture in pictures:
+        _assert_same(reference(picture), openvino(picture))
+    batch = np.stack([synthetic_picture(96, 128, seed) for seed in range(3)])
+    for want, got in ((reference(batch), openvino(batch)), (reference(pictures), openvino(pictures))):
+        assert got["detection_boxes"].shape == want["detection_boxes"].shape
+        for i in range(len(want["num_detections"])):
+            _assert_same({k: v[i] for k, v in want.items()}, {k: v[i] for k, v in got.items()})
+
+
+def test_a_file_that_is_not_an_efficientdet_is_refused(tmp_path):  # no export needed
+    from efficientdet_tf.runtime.base import LoadError
+
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net/>")
+    with pytest.raises(LoadError, match="cannot open the OpenVINO file"):
+        load_detector(str(bad))
