@@ -48,6 +48,7 @@ def _mediapipe(path, picture):
             [d.categories[0].category_name for d in result.detections])
 
 
+@pytest.mark.slow
 def test_the_file_carries_mediapipes_detector_metadata(exported):
     from efficientdet_tf.export.mediapipe_metadata import read_metadata
 
@@ -61,6 +62,7 @@ def test_the_file_carries_mediapipes_detector_metadata(exported):
     assert metadata["min_parser_version"] == "1.2.0"  # output tensor groups
 
 
+@pytest.mark.slow
 def test_mediapipe_finds_what_our_tflite_runtime_finds(exported):
     # Pictures of the input's size: no resize on either side. (MediaPipe's resize samples
     # differently from ours, and these reference weights give scores crowded near 0.012, whose
@@ -81,6 +83,7 @@ def test_mediapipe_finds_what_our_tflite_runtime_finds(exported):
             assert same.any(), (picture.shape, box, score, class_id)
 
 
+@pytest.mark.slow
 def test_litert_and_tf_lite_give_the_same_detections(exported):
     litert, tf_lite = TFLiteDetector(exported, backend="litert"), TFLiteDetector(exported, backend="tensorflow")
     batch = np.stack([synthetic_picture(*INPUT, seed) for seed in range(2)])
@@ -93,6 +96,7 @@ def test_litert_and_tf_lite_give_the_same_detections(exported):
         np.testing.assert_allclose(a["detection_boxes"], b["detection_boxes"], rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_no_deprecation_warning_reaches_the_user(exported):
     for backend in ("litert", "tensorflow", None):
         with warnings.catch_warnings(record=True) as caught:

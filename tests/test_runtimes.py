@@ -132,6 +132,7 @@ def test_every_kind_opens_with_one_call(keras_detector, onnx_files, tmp_path, d0
         load_detector(str(tmp_path / "broken.onnx"))
 
 
+@pytest.mark.slow
 def test_missing_onnxruntime_is_one_clear_line(tmp_path, onnx_files):
     # A stand-in that fails to import, first on the path: what a machine without the extra sees.
     (tmp_path / "onnxruntime.py").write_text("raise ImportError('No module named onnxruntime')\n")

@@ -166,6 +166,7 @@ def test_load_pretrained_takes_the_reference_ema_values(d0_reference_dir):
         np.testing.assert_array_equal(variables[name].numpy(), before[name])
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_step_parts_rate_and_last_checkpoint(shapes_records, tmp_path, monkeypatch):
     from efficientdet_tf import losses
 
