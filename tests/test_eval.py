@@ -113,8 +113,15 @@ def test_outputs_written(checkpoint_report):
     metrics = json.loads(open(paths["metrics"]).read())
     assert set(coco_metrics.METRIC_KEYS) <= set(metrics) and "per_class" in metrics
     assert all(isinstance(metrics[k], float) for k in coco_metrics.METRIC_KEYS)
-    for key in ("pr_curve", "pictures"):
+    for key in ("pr_curve", "pictures", "confusion_plot"):
         assert os.path.getsize(paths[key]) > 1000, key
+    # The table holds every ground-truth object once: its row sums are the objects per class.
+    table = [line.split(",") for line in open(paths["confusion"]).read().splitlines()]
+    counts = np.array([[int(v) for v in row[1:]] for row in table[1:]])
+    objects = checkpoint_report.metrics["per_class"]
+    assert table[0][-1] == "background" and counts.shape == (len(objects) + 1,) * 2
+    assert counts[:-1].sum(axis=1).tolist() == [objects[name]["num_groundtruths"] for name in table[0][1:-1]]
+    np.testing.assert_array_equal(counts, checkpoint_report.confusion.counts)
     groundtruth = json.loads(open(paths["groundtruth"]).read())
     assert sorted(image["id"] for image in groundtruth["images"]) == list(range(100, 100 + len(SIZES)))
     assert {(image["height"], image["width"]) for image in groundtruth["images"]} == set(SIZES)

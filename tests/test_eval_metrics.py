@@ -98,3 +98,45 @@ def test_tables_format():
     assert all(key in text for key in coco_metrics.METRIC_KEYS)
     table = coco_metrics.format_per_class(metrics["per_class"]).splitlines()
     assert table[1].split()[:2] == ["1", "circle"] and table[2].split()[2] == "-"
+
+
+def test_confusion_matrix_counts_matches_confusions_misses_and_background():
+    from efficientdet_tf.metrics.confusion import confusion_matrix
+
+    def annotation(image_id, class_id, bbox, crowd=0):
+        return {"image_id": image_id, "category_id": class_id, "bbox": bbox, "iscrowd": crowd}
+
+    def detection(image_id, class_id, bbox, score):
+        return {"image_id": image_id, "category_id": class_id, "bbox": bbox, "score": score}
+
+    groundtruth = {
+        "images": [{"id": 1}, {"id": 2}, {"id": 3}],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "fox"}],
+        "annotations": [
+            annotation(1, 1, [0, 0, 10, 10]), annotation(1, 2, [50, 50, 10, 10]),
+            annotation(2, 3, [0, 0, 20, 20]),
+            # Two overlapping objects: the dog detection overlaps the cat more, but a dog is there too.
+            annotation(3, 1, [0, 0, 10, 10]), annotation(3, 2, [2, 0, 10, 10]),
+            annotation(3, 3, [100, 100, 30, 30], crowd=1),
+        ]}
+    results = [
+        detection(1, 1, [0, 0, 10, 10], 0.9),    # cat found
+        detection(1, 1, [50, 50, 10, 10], 0.8),  # the dog taken for a cat
+        detection(1, 2, [0, 0, 10, 10], 0.7),    # a second box on the cat, already matched: background
+        detection(2, 1, [200, 200, 9, 9], 0.6),  # nothing there: background
+        detection(2, 3, [0, 0, 20, 20], 0.1),    # below min_score: not counted, so the fox is missed
+        detection(3, 2, [0.5, 0, 10, 10], 0.9),  # IoU 0.90 with the cat, 0.74 with the dog: the dog
+        detection(3, 1, [0, 0, 10, 10], 0.8),    # the cat
+        detection(3, 3, [100, 100, 30, 29], 0.8),  # on a crowd region: not counted
+    ]
+    matrix = confusion_matrix(groundtruth, results, label_map={3: "red fox"}, min_score=0.3)
+    assert matrix.names == ["cat", "dog", "red fox", "background"]
+    np.testing.assert_array_equal(matrix.counts, [
+        [2, 0, 0, 0],   # cat: found twice
+        [1, 1, 0, 0],   # dog: once as a cat, once right
+        [0, 0, 0, 1],   # fox: missed
+        [1, 1, 0, 0],   # background: the cat where nothing is, the second box on the cat
+    ])
+    assert matrix.most_confused() == [("dog", "cat", 1)]
+    assert matrix.to_csv().splitlines()[0] == "true \\ predicted,cat,dog,red fox,background"
+    assert matrix.to_csv().splitlines()[2] == "dog,1,1,0,0"

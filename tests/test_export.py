@@ -260,6 +260,23 @@ def test_infer_cli_draws_and_writes_coco_json(exported, tmp_path):
     assert (tmp_path / "out" / "7.jpg").is_file() and (tmp_path / "out" / "8.jpg").is_file()
 
 
+def test_infer_cli_tiles_a_picture_larger_than_the_input(exported, tmp_path):
+    tf.io.write_file(str(tmp_path / "big.png"), tf.io.encode_png(synthetic_picture(300, 420, 5)))
+    base = [sys.executable, "-m", "efficientdet_tf.cli.infer", "--saved_model_dir=" + str(exported / "3"),
+            "--input=" + str(tmp_path / "big.png"), "--output_dir=" + str(tmp_path / "out")]
+    result = subprocess.run(base + ["--tile=160", "--tile_merge=wbf"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert len(results) > 100  # more than one tile's 100 detections
+    assert all(r["bbox"][0] + r["bbox"][2] <= 420.5 and r["bbox"][1] + r["bbox"][3] <= 300.5 for r in results)
+    # The SavedModel's own input (128 px, read from the file) bounds the tile from below.
+    result = subprocess.run(base + ["--tile=100"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "--tile=100: the tile size 100x100 is smaller than the model's input 128x128: tiles would be enlarged; "
+        "use a tile of at least the input size")
+
+
 def test_tflite_network_only_reproduces_reference_outputs(tmp_path, d0_reference_dir):
     from efficientdet_tf.export.saved_model import fold_and_check
     from efficientdet_tf.export.tflite import export_tflite

@@ -29,6 +29,11 @@ def define_flags():
     flags.DEFINE_integer("num_classes", 0, "When > 0 and no label map: labels must be 1..num_classes.")
     flags.DEFINE_integer("render", 0, "Draw the boxes of the first N records into output_dir.")
     flags.DEFINE_string("output_dir", "", "Where rendered pictures go.")
+    flags.DEFINE_bool("anchors", False, "Report the share of boxes that get a positive anchor at the input size of "
+                      "--model_name (+ --hparams), by box size, and search anchor_scale / aspect_ratios "
+                      "(and min_level) for a grid that covers more.")
+    flags.DEFINE_string("model_name", "efficientdet-d0", "With --anchors: the model whose input and anchors count.")
+    flags.DEFINE_string("hparams", "", "With --anchors: overrides of the model, e.g. 'image_size=640'.")
     flags.mark_flag_as_required("input_pattern")
 
 
@@ -227,7 +232,30 @@ def main(argv):
         raise app.UsageError("--render needs --output_dir")
     result = inspect_records(files, label_map, FLAGS.num_classes, FLAGS.render, FLAGS.output_dir)
     print(format_inspection(result, label_map))
+    if FLAGS.anchors:
+        print()
+        print(anchor_report(files, FLAGS.model_name, FLAGS.hparams))
     return 1 if result.invalid else 0
+
+
+def anchor_report(files, model_name, hparams=""):
+    """The anchor coverage of the records' boxes for a model, and the best grid searched (text)."""
+    from efficientdet_tf.config import ConfigError, get_config
+    from efficientdet_tf.data.records import read_boxes
+    from efficientdet_tf.ops import anchor_coverage
+
+    try:
+        config = get_config(model_name, hparams or None)
+    except ConfigError as e:
+        raise app.UsageError("--model_name/--hparams: %s" % e) from None
+    pictures, _ = read_boxes(files)
+    boxes = anchor_coverage.input_boxes(pictures, int(config.image_size))
+    if not len(boxes):
+        return "anchor coverage: the records hold no boxes"
+    now = anchor_coverage.coverage(boxes, config)
+    best = anchor_coverage.suggest(boxes, config)
+    what = "%d boxes at %s's input of %d px" % (len(boxes), config.name, int(config.image_size))
+    return anchor_coverage.format_coverage(now, best, what)
 
 
 def run():

@@ -4,7 +4,8 @@ Example:
   efficientdet-eval --checkpoint=demo_out/model --val_file_pattern='demo_out/shapes/val-*.tfrecord' \
       --output_dir=eval_out
 Writes <output_dir>/metrics.json (AP AP50 AP75 APs APm APl ARmax1 ARmax10 ARmax100 ARs ARm ARl,
-per_class), per_class_ap.txt, pr_curve.png, detections_grid.jpg and detections.json.
+per_class), per_class_ap.txt, pr_curve.png, confusion_matrix.csv/.png (IoU 0.5, with background),
+detections_grid.jpg and detections.json.
 """
 
 from absl import flags
@@ -50,6 +51,11 @@ def main(argv):
     print()
     print(coco_metrics.format_per_class(report.metrics["per_class"]))
     print()
+    confused = report.confusion.most_confused()
+    if confused:
+        print("most confused (true -> predicted, IoU 0.5, score >= %.2f): %s" % (
+            report.confusion.min_score, ", ".join("%s -> %s %d" % c for c in confused)))
+        print()
     for what, path in report.paths.items():
         print("%-11s %s" % (what, path))
 

@@ -19,6 +19,11 @@ flags.DEFINE_list("input", [], "Picture files or globs (JPEG, PNG, ...), comma s
 flags.DEFINE_string("output_dir", None, "Where the drawn pictures, detections.json and skipped.json go.")
 flags.DEFINE_string("label_map", "", "Optional YAML/JSON {id: name} for the drawn labels.")
 flags.DEFINE_float("min_score", 0.3, "Draw detections at or above this score (the JSON keeps all).")
+flags.DEFINE_integer("tile", 0, "Detect on overlapping tiles of this many pixels (at least the model's input "
+                     "size), for pictures much larger than the input; 0: the whole picture at once.")
+flags.DEFINE_float("tile_overlap", 0.2, "With --tile: the share of a tile that neighbouring tiles overlap.")
+flags.DEFINE_enum("tile_merge", "nms", ["nms", "wbf"], "With --tile: how duplicates across tiles merge "
+                  "(non-maximum suppression, or weighted box fusion).")
 flags.DEFINE_bool("strict", False, "Exit with status 1 when a file could not be read (it is skipped either way).")
 
 
@@ -76,6 +81,12 @@ def main(argv):
         detect = load_detector(FLAGS.checkpoint, model_name=FLAGS.model_name or None, hparams=FLAGS.hparams or None)
     except LoadError as e:
         raise common.UsageError(str(e)) from None
+    if FLAGS.tile:
+        from efficientdet_tf.runtime import TiledDetector
+        try:
+            detect = TiledDetector(detect, FLAGS.tile, overlap=FLAGS.tile_overlap, merge=FLAGS.tile_merge)
+        except ValueError as e:
+            raise common.UsageError("--tile=%d: %s" % (FLAGS.tile, e)) from None
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     results, skipped = [], []
     names = output_names(files)

@@ -132,7 +132,7 @@ def _parse_overrides(overrides):
     # Split on commas that start a new "key=" pair, so list values like "aspect_ratios=[1.0,2.0]" survive.
     parts, current = [], ""
     for piece in overrides.split(","):
-        if "=" in piece.split("[")[0] or not parts:
+        if "=" in piece.split("[")[0] or not current:
             if current:
                 parts.append(current)
             current = piece

@@ -137,6 +137,7 @@ class Eval(Section):
     label_map: str
     num_pictures_drawn: int
     min_score_drawn: float
+    confusion_min_score: float
     max_pictures: int
 
 

@@ -68,3 +68,39 @@ def records_label_map(files):
         if os.path.isfile(candidate):
             return candidate, load_label_map(candidate)
     return None
+
+
+def read_boxes(files, limit=None):
+    """(pictures, skipped) of the first `limit` records of `files` (all when None): pictures is a list of
+    (height, width, boxes [N, 4] normalised [ymin, xmin, ymax, xmax]); a picture is decoded only when
+    its record lacks image/height or image/width. Records that do not parse are counted in `skipped`
+    (the rest of a file whose TFRecord framing is corrupt too: it cannot be read past that point)."""
+    import numpy as np
+
+    from efficientdet_tf.data import schema
+
+    features = {key: tf.io.VarLenFeature(tf.float32) for key in
+                (schema.BBOX_YMIN, schema.BBOX_XMIN, schema.BBOX_YMAX, schema.BBOX_XMAX)}
+    features.update({schema.HEIGHT: tf.io.FixedLenFeature([], tf.int64, 0),
+                     schema.WIDTH: tf.io.FixedLenFeature([], tf.int64, 0),
+                     schema.ENCODED: tf.io.FixedLenFeature([], tf.string, b"")})
+    pictures, skipped = [], 0
+    for path in files:
+        try:
+            for serialized in tf.data.TFRecordDataset(path):
+                if limit is not None and len(pictures) >= limit:
+                    return pictures, skipped
+                try:
+                    parsed = tf.io.parse_single_example(serialized, features)
+                    height, width = int(parsed[schema.HEIGHT]), int(parsed[schema.WIDTH])
+                    if height <= 0 or width <= 0:
+                        height, width = tf.io.decode_image(parsed[schema.ENCODED], channels=3).shape[:2]
+                    boxes = np.stack([tf.sparse.to_dense(parsed[key]).numpy() for key in
+                                      (schema.BBOX_YMIN, schema.BBOX_XMIN, schema.BBOX_YMAX, schema.BBOX_XMAX)], -1)
+                except (tf.errors.InvalidArgumentError, ValueError):
+                    skipped += 1
+                    continue
+                pictures.append((int(height), int(width), boxes))
+        except tf.errors.DataLossError:
+            skipped += 1
+    return pictures, skipped

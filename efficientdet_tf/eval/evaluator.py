@@ -21,6 +21,7 @@ from efficientdet_tf import factory
 from efficientdet_tf.data import records
 from efficientdet_tf.metrics import coco_metrics
 from efficientdet_tf.metrics.coco_format import coco_results
+from efficientdet_tf.metrics.confusion import confusion_matrix
 from efficientdet_tf.runtime import LoadError, load_detector
 
 # The post-processing an evaluation runs: the two presets of `eval.nms_preset` on a Keras network's
@@ -47,10 +48,12 @@ def _list_files(pattern):
 
 class EvalReport:
     """What `evaluate` returns: `metrics` (metrics.json's content), `paths` {what: file},
-    `summary_text` (pycocotools' printout) and `num_pictures`."""
+    `summary_text` (pycocotools' printout), `num_pictures` and `confusion` (a
+    `metrics.confusion.ConfusionMatrix` at IoU 0.5 and `eval.confusion_min_score`)."""
 
-    def __init__(self, metrics, paths, summary_text, num_pictures, coco_eval=None):
+    def __init__(self, metrics, paths, summary_text, num_pictures, coco_eval=None, confusion=None):
         self.metrics = metrics
+        self.confusion = confusion
         self.paths = paths
         self.summary_text = summary_text
         self.num_pictures = num_pictures
@@ -204,7 +207,7 @@ class Evaluator:
         network, 'serving' for a file that carries its own NMS (see the module docstring).
 
         Writes, when `output_dir` is given: metrics.json, per_class_ap.txt, pr_curve.png,
-        detections_grid.jpg, detections.json (COCO results) and, when built from the records,
+        confusion_matrix.csv and .png, detections_grid.jpg, detections.json (COCO results) and, when built from the records,
         groundtruth.json. Returns an EvalReport.
         """
         import tensorflow as tf
@@ -257,10 +260,12 @@ class Evaluator:
         label_map.update(self.label_map)
         result = coco_metrics.evaluate_detections(groundtruth, results, image_ids=image_ids, label_map=label_map)
         metrics = dict(result.metrics, num_pictures=len(image_ids))
+        confusion = confusion_matrix(groundtruth, results, label_map,
+                                     min_score=float(self.config.eval.confusion_min_score))
         paths = {}
         if output_dir:
-            paths = self._write(output_dir, metrics, result, results, groundtruth, pictures, label_map)
-        return EvalReport(metrics, paths, result.summary_text, len(image_ids), result.coco_eval)
+            paths = self._write(output_dir, metrics, result, results, groundtruth, pictures, label_map, confusion)
+        return EvalReport(metrics, paths, result.summary_text, len(image_ids), result.coco_eval, confusion)
 
     def _nms(self, detector, nms):
         if nms is None:
@@ -288,14 +293,16 @@ class Evaluator:
             dataset = dict(dataset, categories=[{"id": i, "name": builder.categories.get(i, str(i))} for i in ids])
         return dataset
 
-    def _write(self, output_dir, metrics, result, results, groundtruth, pictures, label_map):
+    def _write(self, output_dir, metrics, result, results, groundtruth, pictures, label_map, confusion):
         from efficientdet_tf.eval import plots
 
         os.makedirs(output_dir, exist_ok=True)
         paths = {"metrics": os.path.join(output_dir, "metrics.json"),
                  "per_class": os.path.join(output_dir, "per_class_ap.txt"),
                  "pr_curve": os.path.join(output_dir, "pr_curve.png"),
-                 "detections": os.path.join(output_dir, "detections.json")}
+                 "detections": os.path.join(output_dir, "detections.json"),
+                 "confusion": os.path.join(output_dir, "confusion_matrix.csv"),
+                 "confusion_plot": os.path.join(output_dir, "confusion_matrix.png")}
         with open(paths["metrics"], "w") as f:
             json.dump(metrics, f, indent=1)
         with open(paths["per_class"], "w") as f:
@@ -308,6 +315,9 @@ class Evaluator:
             with open(paths["groundtruth"], "w") as f:
                 json.dump(groundtruth, f)
         plots.plot_pr_curves(result.coco_eval, paths["pr_curve"], label_map)
+        with open(paths["confusion"], "w") as f:
+            f.write(confusion.to_csv())
+        plots.plot_confusion_matrix(confusion, paths["confusion_plot"])
         if pictures:
             drawn = []
             min_score = float(self.config.eval.min_score_drawn)

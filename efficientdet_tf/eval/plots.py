@@ -1,4 +1,4 @@
-"""Evaluation pictures: the precision-recall plot and a grid of validation pictures with boxes."""
+"""Evaluation pictures: the precision-recall plot, the confusion matrix and a grid of validation pictures."""
 
 import math
 
@@ -47,6 +47,42 @@ def plot_pr_curves(coco_eval, path, label_map=None, title=None):
     axes.set_title(title or "precision-recall (COCO, area all, 100 detections)")
     axes.grid(alpha=0.3)
     axes.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion_matrix(matrix, path):
+    """Writes a PNG of a `metrics.confusion.ConfusionMatrix`: cells coloured by the share of their row
+    (each true class, and the background row of unmatched detections), counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix.counts, np.float64)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(matrix.names)
+    side = min(20.0, max(4.8, 0.45 * n + 2.5))
+    figure, axes = plt.subplots(figsize=(side, side * 0.85), dpi=100)
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the row")
+    if n <= 30:  # more cells than that: the numbers would not be readable
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    axes.text(j, i, "%d" % counts[i, j], ha="center", va="center", fontsize=7,
+                              color="white" if shares[i, j] > 0.5 else "black")
+    ticks = range(n) if n <= 60 else []
+    axes.set_xticks(list(ticks))
+    axes.set_yticks(list(ticks))
+    if ticks:
+        axes.set_xticklabels(matrix.names, rotation=90, fontsize=7)
+        axes.set_yticklabels(matrix.names, fontsize=7)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title("confusion matrix (IoU %.2f, score >= %.2f)" % (matrix.iou_threshold, matrix.min_score))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -7,10 +7,10 @@ from efficientdet_tf.runtime.base import BaseDetector, LoadError, check_pictures
 from efficientdet_tf.runtime.saved_model import find_saved_model
 
 __all__ = ["BaseDetector", "Detector", "LoadError", "OnnxDetector", "SavedModelDetector", "TFLiteDetector",
-           "check_pictures", "find_saved_model", "load_detector"]
+           "TiledDetector", "check_pictures", "find_saved_model", "load_detector"]
 
 _CLASSES = {"Detector": "keras_model", "SavedModelDetector": "saved_model", "TFLiteDetector": "tflite",
-            "OnnxDetector": "onnx"}
+            "OnnxDetector": "onnx", "TiledDetector": "tiling"}
 
 
 def __getattr__(name):

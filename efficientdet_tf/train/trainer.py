@@ -277,6 +277,8 @@ class TrainingRun:
         # A model_dir of another network says more than the label check would.
         checkpointing.check_model_dir(self.model_dir, self.config)
         self._check_labels()
+        if self.chief:
+            self._check_anchor_coverage()
         checkpointing.check_writable(self.model_dir)
         self._set_up_model()
         checkpointing.check_free_space(self.model_dir, self.model, opts.keep_checkpoints)
@@ -293,6 +295,28 @@ class TrainingRun:
             raise TrainError("the training records' label map %s has ids up to %d but num_classes is %d: "
                              "set --hparams=num_classes=%d" % (found[0], max(found[1]), self.config.num_classes,
                                                                max(found[1])))
+
+    def _check_anchor_coverage(self, records=500):
+        """Warns when fewer than 90% of the boxes in the first `records` training records would get a
+        positive anchor at the model's input size, with the grid that covers more."""
+        from efficientdet_tf.data.records import read_boxes
+        from efficientdet_tf.ops import anchor_coverage
+
+        if self.pipeline.tfds_name:
+            return
+        pictures, _ = read_boxes(self.pipeline.list_files()[0], limit=records)
+        boxes = anchor_coverage.input_boxes(pictures, int(self.config.image_size))
+        if not len(boxes):
+            return
+        now = anchor_coverage.coverage(boxes, self.config)
+        if now.share >= anchor_coverage.COVERAGE_WARNING:
+            return
+        best = anchor_coverage.suggest(boxes, self.config)
+        advice = ("--hparams='%s' covers %.0f%%" % (best.override(now), 100 * best.share) if best.share > now.share
+                  else "no anchor grid searched covers more; a larger image_size may")
+        print("warning: only %.0f%% of the boxes in the first %d training pictures get a positive anchor "
+              "(best IoU >= %.2f) at %d px; %s (details: inspect_tfrecord --anchors)"
+              % (100 * now.share, len(pictures), now.threshold, int(self.config.image_size), advice), flush=True)
 
     def _set_up_input(self):
         from efficientdet_tf.data.pipeline import InputPipeline
