@@ -67,8 +67,9 @@ def test_read_boxes_scales_to_the_input_and_reports_coverage(thin_records):
     boxes = anchor_coverage.input_boxes(pictures, 256)  # half the picture's size
     np.testing.assert_allclose(boxes[:8], elongated_boxes(8, seed=0) / 2, atol=0.01)
     report = anchor_report([thin_records], "efficientdet-d0")
-    assert "suggested: --hparams='anchors.anchor_scale=" in report
-    assert "4.0" not in report.splitlines()[-1]
+    suggestion = next(line for line in report.splitlines() if line.startswith("suggested: --hparams='"))
+    assert "anchors.aspect_ratios=" in suggestion  # only what changes is printed
+    assert "0.5]" not in suggestion
 
 
 def test_training_warns_before_the_first_step_with_the_better_grid(thin_records, tmp_path, capsys):
@@ -79,7 +80,7 @@ def test_training_warns_before_the_first_step_with_the_better_grid(thin_records,
     run = trainer.TrainingRun(config, str(tmp_path / "model"), options)
     run.set_up()
     out = capsys.readouterr().out
-    assert "warning: only" in out and "get a positive anchor" in out and "--hparams='anchors.anchor_scale=" in out
+    assert "warning: only" in out and "get a positive anchor" in out and "--hparams='anchors." in out
     suggested = out.split("--hparams='")[1].split("'")[0]
     boxes = anchor_coverage.input_boxes(read_boxes([thin_records])[0], 128)  # 2-20 px: hard to cover
     now = anchor_coverage.coverage(boxes, config)
