@@ -114,6 +114,7 @@ class Data(Section):
 class Train(Section):
     """The trainer."""
     batch_size: int
+    accumulation_steps: int
     num_epochs: int
     steps_per_epoch: int
     learning_rate: float

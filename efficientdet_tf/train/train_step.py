@@ -41,8 +41,16 @@ def clip_gradients(grads, clip_norm):
 CLIP_SCOPES = ("replica", "global")
 
 
+def _micro_batches(tensor, count):
+    """[B, ...] -> [count, B / count, ...], keeping the static shape of the other axes."""
+    rest = [d if d is not None else -1 for d in tensor.shape[1:].as_list()]
+    if rest.count(-1):
+        return tf.reshape(tensor, tf.concat([[count, -1], tf.shape(tensor)[1:]], 0))
+    return tf.reshape(tensor, [count, -1] + rest)
+
+
 def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, clip_norm=0.0,
-                     precision="float32", use_xla=False, clip_scope="replica"):
+                     precision="float32", use_xla=False, clip_scope="replica", accumulation_steps=1):
     """The distributed training step: `step((images, labels), stop=0.0) -> {loss part: value summed over replicas}`.
 
     Each replica normalises its loss by the positives of the global batch (+1) and carries
@@ -54,10 +62,20 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
     'global' clips the sum, which does not depend on the replica count. On one replica both are the
     same. Under float16 the clipping sees the unscaled gradients.
 
+    `accumulation_steps` k > 1 splits each replica's batch into k micro-batches that go through the
+    network one after another, and sums their gradients before the clipping and the single update:
+    the update of the whole batch (the loss is normalised by the whole batch's positives) with the
+    activations of one micro-batch in memory. Batch norm normalises each micro-batch by its own
+    statistics, as a device holding only that micro-batch would, and updates its moving averages
+    once per micro-batch.
+
     `stop` (a float32 scalar, positive when this worker was asked to stop) is summed over every
     replica of every worker in the same all-reduce as the positives, and comes back as the
     output's 'stop': all workers see a request at the same step.
     """
+    if int(accumulation_steps) < 1:
+        raise ValueError("train.accumulation_steps must be >= 1, got %r" % (accumulation_steps,))
+    accumulation_steps = int(accumulation_steps)
     if clip_scope not in CLIP_SCOPES:
         raise ValueError("train.clip_gradients_scope must be one of %s, got %r" % (CLIP_SCOPES, clip_scope))
     replicas = strategy.num_replicas_in_sync
@@ -74,25 +92,47 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
         clipped = clip_gradients([g / scale for g in grads], clip_norm)
         return [g * scale for g in clipped]
 
+    def gradients(images, labels, normalizer, share):
+        """Gradients and loss parts of `images`, with `share` of the weight decay."""
+        with tf.GradientTape() as tape:
+            class_outputs, box_outputs = model(images, training=True)
+            parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=normalizer)
+            reg = losses.l2_loss(trainable, weight_decay) * share if weight_decay else tf.constant(0.0)
+            total = parts["det_loss"] + reg
+            scaled = optimizer.scale_loss(total) if float16 else total
+        parts = {key: parts[key] for key in LOSS_KEYS[:3]}
+        return tape.gradient(scaled, trainable), dict(parts, reg_loss=reg, total_loss=total)
+
+    def accumulated_gradients(images, labels, normalizer):
+        # The loss is linear in each picture's anchors, so the micro-batches' gradients (each with
+        # the whole batch's normaliser and 1/k of the decay) sum to the whole batch's.
+        images = _micro_batches(images, accumulation_steps)
+        labels = {key: _micro_batches(value, accumulation_steps) for key, value in labels.items()}
+        grads = [tf.zeros(v.shape, v.dtype) for v in trainable]
+        parts = {key: tf.constant(0.0) for key in LOSS_KEYS}
+        for i in tf.range(accumulation_steps):
+            micro_grads, micro_parts = gradients(images[i], {key: value[i] for key, value in labels.items()},
+                                                 normalizer, 1.0 / (replicas * accumulation_steps))
+            grads = [a + tf.cast(g, a.dtype) for a, g in zip(grads, micro_grads)]
+            parts = {key: parts[key] + tf.cast(micro_parts[key], tf.float32) for key in LOSS_KEYS}
+        return grads, parts
+
     def replica_step(images, labels, stop):
         context = tf.distribute.get_replica_context()
         # One all-reduce carries the batch's positives and the workers' stop requests.
         local = tf.stack([tf.reduce_sum(labels["num_positives"]), tf.cast(stop, tf.float32)])
         positives, stops = tf.unstack(context.all_reduce(tf.distribute.ReduceOp.SUM, local))
-        with tf.GradientTape() as tape:
-            class_outputs, box_outputs = model(images, training=True)
-            parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=positives + 1.0)
-            reg = losses.l2_loss(trainable, weight_decay) / replicas if weight_decay else tf.constant(0.0)
-            total = parts["det_loss"] + reg
-            scaled = optimizer.scale_loss(total) if float16 else total
-        grads = tape.gradient(scaled, trainable)
+        if accumulation_steps > 1:
+            grads, parts = accumulated_gradients(images, labels, positives + 1.0)
+        else:
+            grads, parts = gradients(images, labels, positives + 1.0, 1.0 / replicas)
         if clip_scope == "replica":
             grads = context.all_reduce(tf.distribute.ReduceOp.SUM, clip(grads))
         else:
             grads = clip(context.all_reduce(tf.distribute.ReduceOp.SUM, grads))
         optimizer.apply(grads, trainable)
         # Divided back so that the output's sum over replicas is the number of requests.
-        return dict(parts, reg_loss=reg, total_loss=total, stop=stops / replicas)
+        return dict(parts, stop=stops / replicas)
 
     step_fn = tf.function(replica_step, jit_compile=True) if use_xla else replica_step
 

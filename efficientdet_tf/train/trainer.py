@@ -257,6 +257,13 @@ class TrainingRun:
         if self.global_batch < 1 or self.global_batch % replicas:
             raise TrainError("the global batch size %d is not divisible by the %d replicas of the strategy"
                              % (self.global_batch, replicas))
+        accumulation = int(tc.accumulation_steps)
+        if accumulation < 1:
+            raise TrainError("train.accumulation_steps must be >= 1, got %d" % accumulation)
+        if (self.global_batch // replicas) % accumulation:
+            raise TrainError("train.accumulation_steps=%d does not divide the batch of %d pictures per replica "
+                             "(train.batch_size %d over %d replicas) into equal micro-batches"
+                             % (accumulation, self.global_batch // replicas, self.global_batch, replicas))
         if opts.train_steps is not None and opts.train_steps < 1:
             raise TrainError("train_steps must be >= 1, got %d" % opts.train_steps)
         if opts.save_every < 1:
@@ -390,7 +397,8 @@ class TrainingRun:
         train_step = build_train_step(
             self.strategy, self.model, self.optimizer, self.trainable, factory.build_loss_fn(self.config),
             float(self.config.loss.weight_decay), float(self.config.train.clip_gradients_norm),
-            self.precision, self.options.use_xla, clip_scope=self.config.train.clip_gradients_scope)
+            self.precision, self.options.use_xla, clip_scope=self.config.train.clip_gradients_scope,
+            accumulation_steps=int(self.config.train.accumulation_steps))
         self.train_loop = build_train_loop(self.strategy, train_step, self.optimizer)
 
     def _build_input(self):
