@@ -76,6 +76,12 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
     if int(accumulation_steps) < 1:
         raise ValueError("train.accumulation_steps must be >= 1, got %r" % (accumulation_steps,))
     accumulation_steps = int(accumulation_steps)
+    if accumulation_steps > 1:
+        # Grappler's arithmetic rewrite turns the gradient sums of the micro-batch loop (inside the
+        # trainer's loop of steps) into temporary variables that collide on full-size models
+        # (AlreadyExistsError: .../ArithmeticOptimizer/AddOpsRewrite_add_N/tmp_var); the option is
+        # process-wide and read when a function is first optimized, so it is set here, before that.
+        tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
     if clip_scope not in CLIP_SCOPES:
         raise ValueError("train.clip_gradients_scope must be one of %s, got %r" % (CLIP_SCOPES, clip_scope))
     replicas = strategy.num_replicas_in_sync
@@ -111,6 +117,8 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
         grads = [tf.zeros(v.shape, v.dtype) for v in trainable]
         parts = {key: tf.constant(0.0) for key in LOSS_KEYS}
         for i in tf.range(accumulation_steps):
+            # One micro-batch at a time: that is the point (memory).
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
             micro_grads, micro_parts = gradients(images[i], {key: value[i] for key, value in labels.items()},
                                                  normalizer, 1.0 / (replicas * accumulation_steps))
             grads = [a + tf.cast(g, a.dtype) for a, g in zip(grads, micro_grads)]
