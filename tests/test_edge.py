@@ -119,3 +119,24 @@ def test_label_lines_number_the_classes_and_fill_gaps():
 
     assert label_lines(None, 3) == ["???", "class_1", "class_2", "class_3"]
     assert label_lines({1: "cat", 3: "dog"}, 3) == ["???", "cat", "???", "dog"]
+
+
+@pytest.mark.slow
+def test_a_label_map_beyond_num_classes_stops_the_export_before_it_writes(d0_reference_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import ROOT, subprocess_env
+
+    labels = tmp_path / "labels.yaml"
+    labels.write_text("1: person\n95: spaceship\n")
+    out = tmp_path / "export"
+    result = subprocess.run([sys.executable, "-m", "efficientdet_tf.cli.export", "--checkpoint=" + d0_reference_dir,
+                             "--model_name=efficientdet-d0", "--export_dir=" + str(out), "--tflite=fp32",
+                             "--label_map=" + str(labels)], capture_output=True, text=True, env=subprocess_env(),
+                            cwd=ROOT, timeout=600)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "the label map %s names class id 95 but the model predicts ids 1..90 (num_classes=90): give the label map "
+        "of the data it was trained on" % labels)
+    assert not out.exists()

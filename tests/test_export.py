@@ -120,6 +120,7 @@ def test_folded_model_matches_unfolded(d0_reference_dir):
     assert folding_error(detector.model, folded, net_input) <= 1e-4
 
 
+@pytest.mark.slow
 def test_saved_model_in_fresh_process_matches_detector(exported, inputs, detector, tmp_path):
     np.savez(tmp_path / "in.npz", **inputs)
     script = tmp_path / "fresh.py"
@@ -260,6 +261,7 @@ def test_infer_cli_draws_and_writes_coco_json(exported, tmp_path):
     assert (tmp_path / "out" / "7.jpg").is_file() and (tmp_path / "out" / "8.jpg").is_file()
 
 
+@pytest.mark.slow
 def test_infer_cli_tiles_a_picture_larger_than_the_input(exported, tmp_path):
     tf.io.write_file(str(tmp_path / "big.png"), tf.io.encode_png(synthetic_picture(300, 420, 5)))
     base = [sys.executable, "-m", "efficientdet_tf.cli.infer", "--saved_model_dir=" + str(exported / "3"),
@@ -322,6 +324,7 @@ def test_int8_ranges_are_the_mean_of_each_calibration_pictures_extremes():
     assert ranges[output][1] < 0.5 * overall_max  # the 10x picture no longer sets the range
 
 
+@pytest.mark.slow
 def test_serve_image_bytes_applies_the_jpeg_orientation_as_infer_does(exported, tmp_path):
     """A phone picture (pixels stored sideways, EXIF orientation 1..8) sent to TF Serving gets its
     boxes in the frame efficientdet-infer (and every viewer) shows it in."""

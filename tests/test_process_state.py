@@ -95,6 +95,7 @@ TOOL = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+@pytest.mark.slow
 def test_the_training_tools_pad_malloc_and_name_a_malformed_setting():
     padded = _run(TOOL, "train")
     assert int(padded.stdout.split("KEPT ")[1]) > 200 << 20, padded.stderr[-2000:]
@@ -108,6 +109,7 @@ def test_the_training_tools_pad_malloc_and_name_a_malformed_setting():
         "256M (0 leaves malloc alone), got 'lots'"]
 
 
+@pytest.mark.slow
 def test_onnx_export_gives_back_the_logging_it_quiets(tmp_path):
     """tf2onnx's set_level also sets TensorFlow's logger and TF_CPP_MIN_LOG_LEVEL; all come back."""
     pytest.importorskip("tf2onnx")

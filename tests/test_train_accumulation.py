@@ -34,6 +34,7 @@ def _one_step(config, model, start, batch, accumulation_steps):
     return moved, {key: float(out[key]) for key in LOSS_KEYS}
 
 
+@pytest.mark.slow
 def test_four_micro_batches_of_two_update_as_one_batch_of_eight(shapes_records):
     config = get_config("efficientdet-d0", dict(SMALL, **{"train.batch_size": 8, "backbone_survival_prob": 1.0,
                                                           "moving_average_decay": 0.0}))

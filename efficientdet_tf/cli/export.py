@@ -62,6 +62,7 @@ def main(argv):
             import_openvino()
         except ImportError as e:
             raise common.UsageError(str(e)) from None
+    label_map = _label_map(config) if FLAGS.tflite else None  # checked before anything is written
     network = fold_and_check(model, config) if FLAGS.fold_batch_norms else model
     path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)
     print("SavedModel: %s" % path)
@@ -70,7 +71,7 @@ def main(argv):
 
         target = export_openvino(path, config, os.path.join(FLAGS.export_dir, config.name + ".xml"))
         print("OpenVINO: %s (+ .bin; NMS: %s, as in the SavedModel)" % (target, config.nms.method))
-    label_map, input_size = None, None
+    input_size = None
     if FLAGS.tflite_input_size:
         try:
             input_size = tuple(int(v) for v in FLAGS.tflite_input_size.lower().split("x"))
@@ -80,14 +81,8 @@ def main(argv):
             raise common.UsageError("--tflite_input_size must be HxW, e.g. 384x512, got %r"
                                     % FLAGS.tflite_input_size) from None
     if FLAGS.tflite:
-        from efficientdet_tf.data.label_map import load_label_map
         from efficientdet_tf.export import mediapipe_metadata
 
-        label_file = FLAGS.label_map or config.eval.label_map
-        try:
-            label_map = load_label_map(label_file) if label_file else None
-        except (OSError, ValueError) as e:
-            raise common.UsageError("--label_map: %s" % e) from None
         if not mediapipe_metadata.available():
             print("TFLite files are written without metadata (MediaPipe Tasks needs it): %s"
                   % mediapipe_metadata.INSTALL_HINT)
@@ -105,6 +100,23 @@ def main(argv):
             target = export_onnx(network, config, os.path.join(FLAGS.export_dir, config.name + suffix + ".onnx"),
                                  network_only=network_only)
             print("ONNX%s: %s" % (" network only" if network_only else "", target))
+
+
+def _label_map(config):
+    """The class names for the TFLite metadata: --label_map, else eval.label_map; ids must be 1..num_classes."""
+    from efficientdet_tf.data.label_map import load_label_map
+
+    label_file = FLAGS.label_map or config.eval.label_map
+    try:
+        label_map = load_label_map(label_file) if label_file else None
+    except (OSError, ValueError) as e:
+        raise common.UsageError("--label_map: %s" % e) from None
+    outside = sorted(i for i in (label_map or {}) if not 1 <= int(i) <= config.num_classes)
+    if outside:
+        raise common.UsageError("the label map %s names class id %d but the model predicts ids 1..%d "
+                                "(num_classes=%d): give the label map of the data it was trained on"
+                                % (label_file, outside[-1], config.num_classes, config.num_classes))
+    return label_map
 
 
 def run():
