@@ -53,3 +53,22 @@ def test_a_file_that_is_not_an_efficientdet_is_refused(tmp_path):  # no export n
     bad.write_text("<net/>")
     with pytest.raises(LoadError, match="cannot open the OpenVINO file"):
         load_detector(str(bad))
+
+
+def test_a_saved_model_openvino_cannot_convert_is_one_line(monkeypatch, tmp_path):
+    import openvino
+
+    from efficientdet_tf.config import get_config
+    from efficientdet_tf.export.openvino import ConversionError, export_openvino
+
+    def fail(path):
+        raise RuntimeError("Check 'false' failed at src/frontends/...\nModel wasn't fully converted.\n"
+                           "-- VarHandleOp with a message:\n...\n-- Conversion is failed for: VarHandleOp\n")
+
+    monkeypatch.setattr(openvino, "convert_model", fail)
+    with pytest.raises(ConversionError) as caught:
+        export_openvino(str(tmp_path / "1"), get_config("efficientdet-d0"), str(tmp_path / "d0.xml"))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("OpenVINO %s cannot convert the SavedModel %s (Conversion is failed for: VarHandleOp)"
+                              % (openvino.__version__.split("-")[0], tmp_path / "1"))

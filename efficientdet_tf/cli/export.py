@@ -67,9 +67,12 @@ def main(argv):
     path = export_saved_model(network, config, FLAGS.export_dir, FLAGS.version, jit_compile=FLAGS.jit_compile)
     print("SavedModel: %s" % path)
     if FLAGS.openvino:
-        from efficientdet_tf.export.openvino import export_openvino
+        from efficientdet_tf.export.openvino import ConversionError, export_openvino
 
-        target = export_openvino(path, config, os.path.join(FLAGS.export_dir, config.name + ".xml"))
+        try:
+            target = export_openvino(path, config, os.path.join(FLAGS.export_dir, config.name + ".xml"))
+        except ConversionError as e:
+            raise common.UsageError(str(e)) from None
         print("OpenVINO: %s (+ .bin; NMS: %s, as in the SavedModel)" % (target, config.nms.method))
     input_size = None
     if FLAGS.tflite_input_size:

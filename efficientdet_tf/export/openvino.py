@@ -6,6 +6,10 @@ import os
 from efficientdet_tf.inference import OPENVINO_CONFIG_KEY as CONFIG_KEY, OPENVINO_INSTALL_HINT as INSTALL_HINT
 
 
+class ConversionError(RuntimeError):
+    """OpenVINO could not convert the SavedModel, in one line."""
+
+
 def import_openvino():
     """The openvino module, or an ImportError that says how to install it."""
     try:
@@ -27,7 +31,14 @@ def export_openvino(saved_model_dir, config, path):
       the `.xml` path (the `.bin` beside it).
     """
     ov = import_openvino()
-    model = ov.convert_model(os.fspath(saved_model_dir))
+    try:
+        model = ov.convert_model(os.fspath(saved_model_dir))
+    except Exception as e:  # OpenVINO's frontend errors are many types, each a page long
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        failed = next((line for line in lines if line.startswith("-- Conversion is failed for")), lines[-1] if lines else "")
+        raise ConversionError("OpenVINO %s cannot convert the SavedModel %s (%s); the SavedModel itself is "
+                              "written and serves as it is" % (ov.__version__.split("-")[0], saved_model_dir,
+                                                                failed.lstrip("- "))) from None
     names = sorted(output.get_any_name() for output in model.outputs)
     if names != ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]:
         raise ValueError("%s: unexpected outputs after conversion: %s" % (saved_model_dir, ", ".join(names)))

@@ -32,17 +32,15 @@ def _class_count(loaded):
     return outputs[class_key].shape[-1] // anchors if anchors else None
 
 
-def _input_size(loaded, min_level):
-    """(height, width) of the network's input from the finest `predict_raw` output, else None."""
+def _input_size(loaded):
+    """(height, width) of the network's input, from the `predict_raw` signature's input, else None."""
     raw = loaded.signatures.get("predict_raw")
     if raw is None:
         return None
-    shapes = [value.shape for key, value in raw.structured_outputs.items() if key.startswith("class_outputs")]
-    shapes = [shape for shape in shapes if shape.rank == 4 and shape[1] and shape[2]]
-    if not shapes:
+    spec = raw.structured_input_signature[1].get("normalized_images")
+    if spec is None or spec.shape.rank != 4 or not spec.shape[1] or not spec.shape[2]:
         return None
-    finest = max(shapes, key=lambda shape: shape[1])
-    return int(finest[1]) * 2 ** min_level, int(finest[2]) * 2 ** min_level
+    return int(spec.shape[1]), int(spec.shape[2])
 
 
 class SavedModelDetector(BaseDetector):
@@ -65,7 +63,7 @@ class SavedModelDetector(BaseDetector):
         self._serving = self.loaded.signatures["serving_default"]
         super().__init__(config or get_config("efficientdet-d0"), "SavedModel %s" % folder,
                          _class_count(self.loaded))
-        self.input_size = _input_size(self.loaded, self.config.min_level)
+        self.input_size = _input_size(self.loaded)
 
     def _detect_batch(self, images):
         import tensorflow as tf
