@@ -28,14 +28,14 @@ setup(
     extras_require={
         "test": ["pytest>=8", "jax[cpu]>=0.6", "tensorflow-datasets>=4.9", "nbclient>=0.10", "nbformat>=5.10",
                  "ipykernel>=6.29", "tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20",
-                 "mediapipe>=1.2.2", "ai-edge-litert>=2.3", "openvino>=2026.0"],
+                 "mediapipe>=1.2.2", "ai-edge-litert>=2.3", "openvino>=2026.0", "nncf>=2.19"],
         # ONNX export (tf2onnx, onnx) and the ONNX Runtime detector; imported only when used.
         "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
         "tfds": ["tensorflow-datasets>=4.9"],
         # Devices: TFLite metadata for MediaPipe Tasks / the Task Library, and the LiteRT interpreter.
         "edge": ["mediapipe>=1.2.2", "ai-edge-litert>=2.3"],
         # OpenVINO export (from the SavedModel) and the OpenVINO detector; imported only when used.
-        "openvino": ["openvino>=2026.0"],
+        "openvino": ["openvino>=2026.0", "nncf>=2.19"],
         "bench": ["torch", "torchvision", "effdet", "timm", "omegaconf"],
     },
     entry_points={

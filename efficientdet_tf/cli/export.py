@@ -24,6 +24,8 @@ flags.DEFINE_bool("fold_batch_norms", True, "Fold batch norms into the convoluti
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the network inside the SavedModel.")
 flags.DEFINE_bool("openvino", False, "Also write <export_dir>/<model_name>.xml + .bin: the SavedModel's "
                   "serving_default (pictures of any size, soft-NMS inside) as an OpenVINO model (openvino extra).")
+flags.DEFINE_bool("openvino_int8", False, "With --openvino: also write <model_name>_int8.xml, quantized by NNCF "
+                  "on --calibration_file_pattern's pictures (convolutions int8, the rest float).")
 flags.DEFINE_bool("onnx", False, "Also write <export_dir>/<model_name>.onnx: uint8 pictures of any size in, "
                   "detections out, NMS inside (needs the onnx extra).")
 flags.DEFINE_bool("onnx_network_only", False, "Also write <export_dir>/<model_name>_network.onnx: normalised "
@@ -42,6 +44,8 @@ def main(argv):
         raise common.UsageError("--tflite takes %s, got %s" % (",".join(QUANTIZATIONS), ",".join(bad)))
     if "int8" in FLAGS.tflite and not FLAGS.calibration_file_pattern:
         raise common.UsageError("--tflite=int8 needs --calibration_file_pattern")
+    if FLAGS.openvino_int8 and not (FLAGS.openvino and FLAGS.calibration_file_pattern):
+        raise common.UsageError("--openvino_int8 needs --openvino and --calibration_file_pattern")
     if FLAGS.onnx or FLAGS.onnx_network_only:
         from efficientdet_tf.export.onnx import import_converter
         try:
@@ -57,9 +61,11 @@ def main(argv):
         raise common.UsageError("--onnx runs NMS as ONNX ops, which covers nms.mode=global and per_class, "
                                 "not combined")
     if FLAGS.openvino:
-        from efficientdet_tf.export.openvino import import_openvino
+        from efficientdet_tf.export.openvino import import_nncf, import_openvino
         try:
             import_openvino()
+            if FLAGS.openvino_int8:
+                import_nncf()
         except ImportError as e:
             raise common.UsageError(str(e)) from None
     label_map = _label_map(config) if FLAGS.tflite else None  # checked before anything is written
@@ -74,6 +80,15 @@ def main(argv):
         except ConversionError as e:
             raise common.UsageError(str(e)) from None
         print("OpenVINO: %s (+ .bin; NMS: %s, as in the SavedModel)" % (target, config.nms.method))
+        if FLAGS.openvino_int8:
+            from efficientdet_tf.export.openvino import calibration_pictures, quantize_openvino
+
+            try:
+                pictures = calibration_pictures(FLAGS.calibration_file_pattern, FLAGS.num_calibration_images)
+                quantized = quantize_openvino(target, pictures, target[:-len(".xml")] + "_int8.xml")
+            except (ImportError, ValueError) as e:
+                raise common.UsageError(str(e).splitlines()[0]) from None
+            print("OpenVINO int8: %s (NNCF, %d calibration pictures)" % (quantized, len(pictures)))
     input_size = None
     if FLAGS.tflite_input_size:
         try:

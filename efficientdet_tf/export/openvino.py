@@ -19,6 +19,16 @@ def import_openvino():
     return openvino
 
 
+def import_nncf():
+    """The nncf module (int8 OpenVINO files), or an ImportError that says how to install it."""
+    try:
+        import nncf
+    except ImportError as e:
+        raise ImportError("the int8 OpenVINO file needs nncf, which is not installed: %s (%s)"
+                          % (INSTALL_HINT, e)) from None
+    return nncf
+
+
 def export_openvino(saved_model_dir, config, path):
     """Converts an exported SavedModel (`export.saved_model.export_saved_model`) to OpenVINO IR.
 
@@ -44,4 +54,40 @@ def export_openvino(saved_model_dir, config, path):
         raise ValueError("%s: unexpected outputs after conversion: %s" % (saved_model_dir, ", ".join(names)))
     model.set_rt_info(json.dumps(config.as_dict()), list(CONFIG_KEY))
     ov.save_model(model, os.fspath(path), compress_to_fp16=False)
+    return os.fspath(path)
+
+
+def calibration_pictures(file_pattern, count=100):
+    """The first `count` pictures (uint8 [h, w, 3], their own sizes) of the TFRecords matching the pattern."""
+    import tensorflow as tf
+
+    from efficientdet_tf.data import schema
+    from efficientdet_tf.ops.image_decoding import decode_image
+
+    files = tf.io.gfile.glob(file_pattern)
+    if not files:
+        raise ValueError("no TFRecord file matches --calibration_file_pattern=%r" % file_pattern)
+    pictures = []
+    for record in tf.data.TFRecordDataset(sorted(files)).take(count):
+        encoded = tf.io.parse_single_example(record, {schema.ENCODED: tf.io.FixedLenFeature([], tf.string)})
+        pictures.append(decode_image(encoded[schema.ENCODED]).numpy())
+    return pictures
+
+
+def quantize_openvino(xml_path, pictures, path):
+    """An int8 copy of an exported OpenVINO model through NNCF post-training quantization.
+
+    NNCF runs the whole model (preprocessing, network, NMS) on `pictures` (uint8 [h, w, 3] of any
+    size, as served) to collect activation ranges, quantizes the network's convolutions and keeps the
+    rest float; the config in the runtime info is carried over. Returns the `.xml` path."""
+    ov = import_openvino()
+    nncf = import_nncf()
+    if not pictures:
+        raise ValueError("the int8 OpenVINO file needs calibration pictures, got none")
+    model = ov.Core().read_model(os.fspath(xml_path))
+    quantized = nncf.quantize(model, nncf.Dataset(list(pictures), lambda picture: picture[None]),
+                              subset_size=len(pictures))
+    if model.has_rt_info(list(CONFIG_KEY)):
+        quantized.set_rt_info(model.get_rt_info(list(CONFIG_KEY)).astype(str), list(CONFIG_KEY))
+    ov.save_model(quantized, os.fspath(path), compress_to_fp16=False)
     return os.fspath(path)
