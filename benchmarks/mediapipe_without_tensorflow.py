@@ -49,14 +49,6 @@ print("MEDIAPIPE " + mp.__version__ + " " + json.dumps(out))
 """
 
 
-def _iou(box, boxes):
-    top_left = np.maximum(box[:2], boxes[:, :2])
-    bottom_right = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tflite", required=True, help="an exported .tflite with MediaPipe metadata")
@@ -66,6 +58,7 @@ def main():
     args = parser.parse_args()
 
     from efficientdet_tf.data.pictures import read_picture
+    from efficientdet_tf.ops.box_iou import box_iou
     from efficientdet_tf.runtime import TFLiteDetector
 
     # The metadata's label file rides in the .tflite as a zip member; line i names class id i.
@@ -99,7 +92,7 @@ def main():
         names = [labels[int(c)] for c in want["detection_classes"][:len(keep)][keep]]
         their_boxes = np.array([d[:4] for d in theirs], np.float32).reshape(-1, 4)
         matched = sum(1 for box, name in zip(boxes, names)
-                      if any((_iou(box, their_boxes) >= 0.9) & np.array([d[5] == name for d in theirs], bool)))
+                      if any((box_iou(box[None], their_boxes)[0] >= 0.9) & np.array([d[5] == name for d in theirs], bool)))
         print(json.dumps({"picture": index, "size": "%dx%d" % picture.shape[1::-1], "mediapipe": version,
                           "ours_above_min_score": len(boxes), "found_by_mediapipe": matched,
                           "share": round(matched / len(boxes), 4) if len(boxes) else None}), flush=True)

@@ -4,6 +4,8 @@ the subprocess plumbing of the training tests."""
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 
@@ -163,3 +165,17 @@ if kill_at:
 from efficientdet_tf.cli import train as cli
 cli.run()
 """
+
+
+def train_with_kill(records, model_dir, kill_at=None, model="efficientdet-lite0", hparams=None, train_steps=6,
+                    save_every=2):
+    """Runs `efficientdet-train` (deterministic, seed 5, no progress bar) in a subprocess through
+    TRAIN_WITH_KILL; returns the CompletedProcess."""
+    env = subprocess_env()
+    return subprocess.run(
+        [sys.executable, "-c", TRAIN_WITH_KILL, os.path.join(ROOT, "tests"), kill_at or "",
+         "--model_name=" + model, "--model_dir=" + model_dir,
+         "--hparams=" + ",".join("%s=%s" % (k, json.dumps(v)) for k, v in (hparams or SMALL).items()),
+         "--train_file_pattern=" + records, "--train_steps=%d" % train_steps, "--save_every=%d" % save_every,
+         "--deterministic", "--seed=5", "--noprogress"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)

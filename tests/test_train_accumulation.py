@@ -1,10 +1,7 @@
 """Gradient accumulation: k micro-batches make the update of one batch of k times their size, and resume exactly."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,7 +14,7 @@ from efficientdet_tf.data.pipeline import InputPipeline
 from efficientdet_tf.train import trainer
 from efficientdet_tf.train.optimizer import build_optimizer
 from efficientdet_tf.train.train_step import LOSS_KEYS, build_train_step, build_training_model
-from helpers import ROOT, SMALL, TRAIN_WITH_KILL, distances
+from helpers import SMALL, distances, train_with_kill
 
 
 def _one_step(config, model, start, batch, accumulation_steps):
@@ -69,15 +66,8 @@ def test_a_batch_that_does_not_split_into_micro_batches_is_one_line(shapes_recor
 
 
 def _train(shapes_records, model_dir, kill_at=None):
-    hparams = dict(SMALL, **{"train.accumulation_steps": 2})
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-c", TRAIN_WITH_KILL, os.path.join(ROOT, "tests"), kill_at or "",
-         "--model_name=efficientdet-lite0", "--model_dir=" + model_dir,
-         "--hparams=" + ",".join("%s=%s" % (k, json.dumps(v)) for k, v in hparams.items()),
-         "--train_file_pattern=" + shapes_records, "--train_steps=4", "--save_every=2",
-         "--deterministic", "--seed=5", "--noprogress"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    return train_with_kill(shapes_records, model_dir, kill_at, hparams=dict(SMALL, **{"train.accumulation_steps": 2}),
+                           train_steps=4)
 
 
 @pytest.mark.slow

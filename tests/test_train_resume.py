@@ -8,31 +8,21 @@ CPU kernels let identical runs drift (zero on most machines); the resumed run ma
 uninterrupted one by at most 3x that, plus 1e-5.
 """
 
-import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
 from efficientdet_tf.checkpoints.loading import trainer_tensors
-from helpers import ROOT, SMALL, TRAIN_WITH_KILL, distances
+from helpers import SMALL, distances, train_with_kill
 
 MODEL = "efficientdet-lite0"
 STEPS = 6
 
 
 def _train(shapes_records, model_dir, kill_at=None):
-    hparams = ",".join("%s=%s" % (k, json.dumps(v)) for k, v in SMALL.items())
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-c", TRAIN_WITH_KILL, os.path.join(ROOT, "tests"), kill_at or "",
-         "--model_name=" + MODEL, "--model_dir=" + model_dir,
-         "--hparams=" + hparams, "--train_file_pattern=" + shapes_records, "--train_steps=%d" % STEPS, "--save_every=2",
-         "--deterministic", "--seed=5", "--noprogress"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    return train_with_kill(shapes_records, model_dir, kill_at, MODEL, SMALL, STEPS)
 
 
 @pytest.mark.slow

@@ -2,22 +2,14 @@
 
 import numpy as np
 
+from efficientdet_tf.ops.box_iou import box_iou
+
 BACKGROUND = "background"
 
 
 def _xyxy(bbox):
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
-
-
-def _iou(a, b):
-    """IoU matrix of [N, 4] and [M, 4] [x0, y0, x1, y1] boxes."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 class ConfusionMatrix:
@@ -85,7 +77,7 @@ def confusion_matrix(groundtruth, results, label_map=None, iou_threshold=0.5, mi
         taken = crowd.copy()  # crowd regions absorb detections but are never counted
         iou = np.zeros((len(found), len(present)))
         if found and present:
-            iou = _iou(np.array([_xyxy(r["bbox"]) for r in found], np.float64),
+            iou = box_iou(np.array([_xyxy(r["bbox"]) for r in found], np.float64),
                        np.array([_xyxy(a["bbox"]) for a in present], np.float64))
         for d, result in enumerate(found):
             predicted = index.get(int(result["category_id"]))

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from efficientdet_tf.ops.box_iou import box_iou
 from efficientdet_tf.ops.postprocess import OUTPUT_KEYS
 from efficientdet_tf.runtime.base import BaseDetector, check_pictures
 
@@ -37,16 +38,6 @@ def tile_windows(height, width, tile, overlap):
             for y in tile_starts(height, th, overlap) for x in tile_starts(width, tw, overlap)]
 
 
-def box_iou(box, boxes):
-    """IoU of one [ymin, xmin, ymax, xmax] box with each of `boxes` [N, 4]."""
-    top_left = np.maximum(box[:2], boxes[:, :2])
-    bottom_right = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def merge_detections(boxes, scores, classes, iou_threshold=0.5, method="nms"):
     """Merges one class's duplicates across tiles; returns (boxes, scores, classes), best first.
 
@@ -63,7 +54,7 @@ def merge_detections(boxes, scores, classes, iou_threshold=0.5, method="nms"):
         if not alive[i]:
             continue
         group = alive & (classes == classes[i])
-        group[group] = box_iou(boxes[i], boxes[group]) > iou_threshold
+        group[group] = box_iou(boxes[i][None], boxes[group])[0] > iou_threshold
         group[i] = True
         alive &= ~group
         if method == "wbf":
