@@ -2,12 +2,14 @@
 
 Three stages, each its own process:
 1. ours (this project's environment): D0 with the reference weights exported as we ship it:
-   SavedModel, TFLite fp32 and int8, ONNX (end to end and network only), into a work folder;
+   SavedModel, TFLite fp32 and int8 (with MediaPipe's metadata), ONNX (end to end and network only),
+   OpenVINO fp32 and int8 (NNCF), into a work folder;
 2. the official environment (tf-keras, TF_USE_LEGACY_KERAS=1): its `tf2/infer_lib.KerasDriver`
    restores the same checkpoint and exports its own SavedModel (batch 1, and batch 8 for throughput);
 3. the official environment again, once per --processes: `python beside_official.py --worker WORK`
-   loads the official SavedModel, our files (they need only TensorFlow, TFLite and ONNX Runtime)
-   and, when torch and effdet import there, `effdet`'s tf_efficientdet_d0; times them interleaved;
+   loads the official SavedModel, our files (they need only TensorFlow, TFLite and ONNX Runtime;
+   OpenVINO and MediaPipe's ObjectDetector where `openvino` and `mediapipe` import there) and, when
+   torch and effdet import there, `effdet`'s tf_efficientdet_d0; times them interleaved;
    compares every network's raw outputs with the official `predict` signature's; prints one JSON line.
 Nothing of the official checkout is copied: its folder goes on sys.path of stages 2 and 3 only.
 """
@@ -59,7 +61,8 @@ def check_official_python(python):
     probe = subprocess.run([python, "-c", "import tensorflow, tf_keras"], capture_output=True, text=True)
     if probe.returncode:
         sys.exit("--official_python=%s cannot import tensorflow and tf_keras (%s): make a venv with "
-                 "tensorflow==2.21.* tf-keras==2.21.* pyyaml pillow absl-py matplotlib six tensorflow-hub"
+                 "tensorflow==2.21.* tf-keras==2.21.* pyyaml pillow absl-py matplotlib six tensorflow-hub "
+                 "(and openvino, mediapipe, onnxruntime to time those runtimes)"
                  % (python, probe.stderr.strip().splitlines()[-1:] or "no output"))
 
 
@@ -84,6 +87,15 @@ def export_ours(checkpoint, work, calibration):
         path = os.path.join(work, label.replace(" ", "_") + ".onnx")
         export_onnx(folded, config, path, network_only=network_only)
         files[label] = [path, "normalized_images" if network_only else "images"]
+    try:
+        from efficientdet_tf.export.openvino import calibration_pictures, export_openvino, quantize_openvino
+
+        xml = export_openvino(files["savedmodel"][0], config, os.path.join(work, "openvino_fp32.xml"))
+        files["openvino fp32"] = [xml, "images"]
+        files["openvino int8"] = [quantize_openvino(xml, calibration_pictures(calibration, 32),
+                                                    os.path.join(work, "openvino_int8.xml")), "images"]
+    except ImportError as e:
+        print("OpenVINO skipped: %s" % e, file=sys.stderr)
     return files
 
 
@@ -158,6 +170,7 @@ def worker_candidates(manifest, runs_batch8):
             if label == "onnx" and runs_batch8:
                 fns["onnx batch8"] = functools.partial(lambda run: run(None, {"images": batch}), session.run)
 
+    fns.update(edge_candidates(manifest["ours"], picture))
     if runs_batch8:
         serve8 = tf.saved_model.load(manifest["official"]["8"]).signatures["serving_default"]
         fns["official batch8"] = lambda: [t.numpy() for t in serve8(images=tf.constant(batch)).values()]
@@ -169,6 +182,35 @@ def worker_candidates(manifest, runs_batch8):
         fns["tflite int8 batch8"] = lambda: [runner(images=batch[i:i + 1]) for i in range(8)]
     fns.update(peers)
     return fns, raw
+
+
+def edge_candidates(ours, picture):
+    """OpenVINO (fp32, int8 files) and MediaPipe's ObjectDetector (our TFLite fp32 and int8 files, as
+    they are), end to end on `picture`, where those runtimes import in this environment."""
+    fns = {}
+    try:
+        import openvino
+    except ImportError as e:
+        print("OpenVINO skipped: openvino does not import here (%s)" % e, file=sys.stderr)
+    else:
+        core = openvino.Core()
+        for label in ("openvino fp32", "openvino int8"):
+            if label in ours:
+                request = core.compile_model(ours[label][0], "CPU").create_infer_request()
+                fns[label + " end to end"] = functools.partial(lambda run: run({0: picture}), request.infer)
+    try:
+        import mediapipe
+        from mediapipe.tasks.python import BaseOptions, vision
+    except ImportError as e:
+        print("MediaPipe skipped: mediapipe does not import here (%s)" % e, file=sys.stderr)
+    else:
+        image = mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=picture[0])
+        for precision in ("fp32", "int8"):
+            options = vision.ObjectDetectorOptions(
+                base_options=BaseOptions(model_asset_path=ours["tflite " + precision][0]), max_results=100)
+            detector = vision.ObjectDetector.create_from_options(options)
+            fns["mediapipe %s end to end" % precision] = functools.partial(lambda run: run(image), detector.detect)
+    return fns
 
 
 def effdet_candidates(batch8):

@@ -7,7 +7,8 @@
 
 With --official_dir (a google/automl checkout; nothing of it enters the project) the official
 SavedModel, exported by its own driver from the same checkpoint, is timed beside our SavedModel,
-TFLite fp32/int8 and ONNX files and `effdet`, in one process of the official environment
+TFLite fp32/int8 and ONNX files, OpenVINO fp32/int8 files, MediaPipe's ObjectDetector on our TFLite
+files and `effdet`, in one process of the official environment
 (`--official_python`, tf-keras under TF_USE_LEGACY_KERAS=1), interleaved, in --processes fresh
 processes; ratios to the official, raw-output parity with it and (--memory) serving memory of both
 are printed. See beside_official.py.
@@ -181,7 +182,8 @@ def main():
     parser.add_argument("--official_dir", default="", help="google/automl checkout: time the official "
                         "SavedModel beside ours (beside_official.py)")
     parser.add_argument("--official_python", default=sys.executable, help="with --official_dir: a Python "
-                        "with tensorflow 2.21 and tf-keras 2.21 (and onnxruntime, torch + effdet to time those)")
+                        "with tensorflow 2.21 and tf-keras 2.21 (and onnxruntime, openvino, mediapipe, torch + effdet "
+                        "to time those)")
     parser.add_argument("--reference_outputs", default="", help="with --official_dir, when no full reference "
                         "lies beside --checkpoint: a reference_outputs.npz (tests/data/efficientdet-d0/ has one)")
     parser.add_argument("--work_dir", default=os.path.join(tempfile.gettempdir(), "efficientdet_beside_official"),

@@ -1,9 +1,10 @@
-"""Peak memory and step time of training with and without gradient accumulation, one fresh process per setting.
+"""Peak memory and step time of training with and without gradient accumulation or recompute, one fresh process per setting.
 
-    python -m benchmarks.train_memory [--model efficientdet-d0] [--settings 8x1,8x4,2x1] [--steps 4]
+    python -m benchmarks.train_memory [--model efficientdet-d0] [--settings 8x1,8x4,2x1,2x1r] [--steps 4]
 
 Each setting `BxK` trains `--model` at its own input size with `train.batch_size=B` and
-`train.accumulation_steps=K` (micro-batches of B/K pictures) for `--steps` steps on synthetic shapes
+`train.accumulation_steps=K` (micro-batches of B/K pictures), with `train.recompute` where the
+setting ends in 'r' (`2x1r`), for `--steps` steps on synthetic shapes
 records, in a fresh Python process, through `train()`; it reports the process's peak resident
 memory (VmHWM: on a CPU, activations live there) and the median time of the steps after the first.
 """
@@ -23,7 +24,7 @@ from efficientdet_tf.config import get_config
 from efficientdet_tf.train.actions import Action
 from efficientdet_tf.train.trainer import train
 
-model, records, model_dir, batch, accumulation, steps = sys.argv[1:7]
+model, records, model_dir, batch, accumulation, steps, recompute = sys.argv[1:8]
 times = []
 
 class Clock(Action):
@@ -35,7 +36,7 @@ class Clock(Action):
         times.append(time.perf_counter())
 
 config = get_config(model, {"num_classes": 5, "train.batch_size": int(batch),
-                            "train.accumulation_steps": int(accumulation)})
+                            "train.accumulation_steps": int(accumulation), "train.recompute": recompute == "1"})
 train(config, model_dir, train_file_pattern=records, train_steps=int(steps), save_every=10 ** 6,
       progress=False, actions=(Clock(),))
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -56,16 +57,19 @@ def main():
     records = shapes_records(root)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     for index, setting in enumerate(args.settings.split(",")):
-        batch, accumulation = setting.split("x")
+        recompute = setting.endswith("r")
+        batch, accumulation = setting.rstrip("r").split("x")
         run = subprocess.run([sys.executable, "-c", CHILD, args.model, records, os.path.join(root, "m%d" % index),
-                              batch, accumulation, str(args.steps)], capture_output=True, text=True, env=env)
+                              batch, accumulation, str(args.steps),
+                              "1" if recompute else "0"], capture_output=True, text=True, env=env)
         line = next((line for line in run.stdout.splitlines() if line.startswith("RESULT ")), None)
         if run.returncode or line is None:
             print(json.dumps({"setting": setting, "error": run.stderr.strip().splitlines()[-1:]}))
             continue
         result = json.loads(line[len("RESULT "):])
         print(json.dumps({"model": args.model, "batch": int(batch), "accumulation_steps": int(accumulation),
-                          "micro_batch": int(batch) // int(accumulation), "peak_mib": round(result["peak_mib"]),
+                          "micro_batch": int(batch) // int(accumulation), "recompute": recompute,
+                          "peak_mib": round(result["peak_mib"]),
                           "median_step_s": round(result["step_s"], 3) if result["step_s"] else None}), flush=True)
 
 

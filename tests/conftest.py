@@ -39,7 +39,7 @@ def shapes_records(tmp_path_factory):
 
 
 INTEGRATION_MODULES = ("test_train", "test_train_distributed", "test_train_resume", "test_train_state",
-                       "test_train_preemption", "test_train_clipping", "test_train_accumulation", "test_train_parity",
+                       "test_train_preemption", "test_train_clipping", "test_train_accumulation", "test_train_recompute", "test_train_parity",
                        "test_train_step_parity", "test_export", "test_tflite_graph", "test_calibration",
                        "test_eval", "test_runtimes", "test_edge", "test_openvino", "test_serving_load", "test_process_state", "test_download")
 E2E_MODULES = ("test_demo", "test_notebooks", "test_readme")

@@ -115,6 +115,7 @@ class Train(Section):
     """The trainer."""
     batch_size: int
     accumulation_steps: int
+    recompute: bool
     num_epochs: int
     steps_per_epoch: int
     learning_rate: float

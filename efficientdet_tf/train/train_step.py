@@ -50,7 +50,8 @@ def _micro_batches(tensor, count):
 
 
 def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_decay, clip_norm=0.0,
-                     precision="float32", use_xla=False, clip_scope="replica", accumulation_steps=1):
+                     precision="float32", use_xla=False, clip_scope="replica", accumulation_steps=1,
+                     recompute=False):
     """The distributed training step: `step((images, labels), stop=0.0) -> {loss part: value summed over replicas}`.
 
     Each replica normalises its loss by the positives of the global batch (+1) and carries
@@ -69,6 +70,9 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
     statistics, as a device holding only that micro-batch would, and updates its moving averages
     once per micro-batch.
 
+    `recompute` runs the forward pass through `recompute.RecomputedForward`: the activations inside
+    each backbone block and BiFPN cell are computed again in the backward pass instead of kept.
+
     `stop` (a float32 scalar, positive when this worker was asked to stop) is summed over every
     replica of every worker in the same all-reduce as the positives, and comes back as the
     output's 'stop': all workers see a request at the same step.
@@ -85,6 +89,13 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
     if clip_scope not in CLIP_SCOPES:
         raise ValueError("train.clip_gradients_scope must be one of %s, got %r" % (CLIP_SCOPES, clip_scope))
     replicas = strategy.num_replicas_in_sync
+    if recompute:
+        from efficientdet_tf.train.recompute import RecomputedForward
+
+        forward = RecomputedForward(model, trainable)
+    else:
+        def forward(images):
+            return model(images, training=True)
     float16 = precision == "float16"
 
     def clip(grads):
@@ -101,7 +112,7 @@ def build_train_step(strategy, model, optimizer, trainable, loss_fn, weight_deca
     def gradients(images, labels, normalizer, share):
         """Gradients and loss parts of `images`, with `share` of the weight decay."""
         with tf.GradientTape() as tape:
-            class_outputs, box_outputs = model(images, training=True)
+            class_outputs, box_outputs = forward(images)
             parts = loss_fn(list(class_outputs), list(box_outputs), labels, normalizer=normalizer)
             reg = losses.l2_loss(trainable, weight_decay) * share if weight_decay else tf.constant(0.0)
             total = parts["det_loss"] + reg

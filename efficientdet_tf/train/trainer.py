@@ -38,6 +38,20 @@ def _resolve_config(config, batch_size, seed, deterministic, train_file_pattern,
     return config.replace(overrides) if overrides else config
 
 
+def _check_recompute(model, trainable, freeze):
+    """train.recompute must have a segment to recompute: one whose gradients the step needs."""
+    from efficientdet_tf.train.recompute import RecomputedForward
+
+    try:
+        segments = RecomputedForward(model, trainable).segments
+    except ValueError as e:
+        raise TrainError(str(e)) from None
+    if not segments:
+        raise TrainError("train.recompute=true has nothing to recompute: --freeze=%r leaves no backbone block or "
+                         "BiFPN cell that needs gradients (frozen parts keep no activations anyway); drop "
+                         "train.recompute" % freeze)
+
+
 def _freeze_filter(model, pattern):
     """(trainable variables, frozen official names) for a regex over official names / Keras paths."""
     from efficientdet_tf.checkpoints.official import model_variables
@@ -354,6 +368,8 @@ class TrainingRun:
         with self.strategy.scope():
             self.model = build_training_model(self.config, self.precision)
             self.trainable, self.frozen = _freeze_filter(self.model, opts.freeze)
+            if tc.recompute:
+                _check_recompute(self.model, self.trainable, opts.freeze)
             self.pretrained = None
             if opts.pretrained_ckpt and not tf.train.latest_checkpoint(self.model_dir):
                 from efficientdet_tf.checkpoints.loading import load_pretrained
@@ -398,7 +414,7 @@ class TrainingRun:
             self.strategy, self.model, self.optimizer, self.trainable, factory.build_loss_fn(self.config),
             float(self.config.loss.weight_decay), float(self.config.train.clip_gradients_norm),
             self.precision, self.options.use_xla, clip_scope=self.config.train.clip_gradients_scope,
-            accumulation_steps=int(self.config.train.accumulation_steps))
+            accumulation_steps=int(self.config.train.accumulation_steps), recompute=self.config.train.recompute)
         self.train_loop = build_train_loop(self.strategy, train_step, self.optimizer)
 
     def _build_input(self):
