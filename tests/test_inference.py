@@ -62,6 +62,7 @@ def test_bad_inputs_give_clear_errors(d0_detector):
     assert tiny["detection_boxes"].shape == (100, 4)
 
 
+@pytest.mark.slow
 def test_keras_weight_files_load(tmp_path):
     source = Detector("efficientdet-lite0", image_size=128, num_classes=3)
     image = np.random.default_rng(1).integers(0, 256, (100, 120, 3), dtype=np.uint8)

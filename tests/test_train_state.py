@@ -107,6 +107,7 @@ def _first_pictures(run, batches=2):
     return ids
 
 
+@pytest.mark.slow
 def test_a_resume_without_deterministic_draws_a_fresh_input_order(shapes_records, tmp_path):
     # With --seed but without --deterministic the global seed fixes tf.data's random ops: a
     # restart used to replay the start of the same order each time.
