@@ -1,8 +1,9 @@
-"""COCO AP of every serving path of one trained model: Keras fp32, SavedModel, TFLite fp32/fp16/int8, ONNX fp32/int8.
+"""COCO AP of every serving path of one trained model: Keras fp32, SavedModel, TFLite fp32/fp16/int8/full_int8,
+ONNX fp32/int8.
 
     python -m benchmarks.accuracy_paths --model_dir demo_out/model \
         --val_file_pattern 'demo_out/shapes/val-*' --calibration_file_pattern 'demo_out/shapes/train-*' \
-        [--paths keras,savedmodel,tflite_fp32,tflite_fp16,tflite_int8,onnx_fp32,onnx_int8]
+        [--paths keras,savedmodel,tflite_fp32,tflite_fp16,tflite_int8,tflite_full_int8,onnx_fp32,onnx_int8]
         [--num_calibration_images 100] [--hparams eval.nms_preset=config]
 
 Exports the model dir's EMA weights each way (batch norms folded for the SavedModel and TFLite
@@ -22,7 +23,8 @@ import sys
 import tempfile
 import time
 
-PATHS = ("keras", "savedmodel", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx_fp32", "onnx_int8")
+PATHS = ("keras", "savedmodel", "tflite_fp32", "tflite_fp16", "tflite_int8", "tflite_full_int8", "onnx_fp32",
+         "onnx_int8")
 
 
 def export_path(path, folded, config, root, calibration, num_calibration_images):
@@ -41,7 +43,7 @@ def export_path(path, folded, config, root, calibration, num_calibration_images)
         if path == "onnx_fp32":
             return fp32
         return quantize_onnx(fp32, os.path.join(root, "model_int8.onnx"), calibration, num_calibration_images)
-    quantization = path.split("_")[1]
+    quantization = path[len("tflite_"):]
     target = os.path.join(root, "%s.tflite" % quantization)
     return export_tflite(folded, config, target, quantization, calibration_file_pattern=calibration,
                          num_calibration_images=num_calibration_images)
@@ -103,8 +105,8 @@ def main():
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:
         sys.exit("--paths takes %s, got %s" % (",".join(PATHS), ",".join(unknown)))
-    if {"tflite_int8", "onnx_int8"} & set(paths) and not args.calibration_file_pattern:
-        sys.exit("tflite_int8 and onnx_int8 need --calibration_file_pattern")
+    if {"tflite_int8", "tflite_full_int8", "onnx_int8"} & set(paths) and not args.calibration_file_pattern:
+        sys.exit("tflite_int8, tflite_full_int8 and onnx_int8 need --calibration_file_pattern")
 
     from efficientdet_tf.checkpoints.loading import saved_config_path
     from efficientdet_tf.config import get_config

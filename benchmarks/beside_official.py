@@ -78,10 +78,10 @@ def export_ours(checkpoint, work, calibration):
     config = detector.config
     files = {"savedmodel": [export_saved_model(folded, config, os.path.join(work, "ours"), 1), "images"]}
     for label, quantization, raw in (("tflite fp32", "fp32", False), ("tflite int8", "int8", False),
-                                     ("tflite fp32 network", "fp32", True)):
+                                     ("tflite full_int8", "full_int8", False), ("tflite fp32 network", "fp32", True)):
         path = os.path.join(work, label.replace(" ", "_") + ".tflite")
         export_tflite(folded, config, path, quantization, raw_outputs=raw, num_calibration_images=32,
-                      calibration_file_pattern=calibration if quantization == "int8" else None)
+                      calibration_file_pattern=None if quantization == "fp32" else calibration)
         files[label] = [path, "normalized_images" if raw else "images"]
     for label, network_only in (("onnx", False), ("onnx network", True)):
         path = os.path.join(work, label.replace(" ", "_") + ".onnx")
@@ -142,7 +142,7 @@ def worker_candidates(manifest, runs_batch8):
     raw["savedmodel network"] = {k: v.numpy() for k, v in ours["predict_raw"](
         normalized_images=tf.constant(net_input)).items()}
 
-    for label in ("tflite fp32", "tflite int8", "tflite fp32 network"):
+    for label in ("tflite fp32", "tflite int8", "tflite full_int8", "tflite fp32 network"):
         path, input_name = manifest["ours"][label]
         runner = make_interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
         feed = {input_name: net_input if input_name == "normalized_images" else picture}

@@ -7,7 +7,7 @@
 
 With --official_dir (a google/automl checkout; nothing of it enters the project) the official
 SavedModel, exported by its own driver from the same checkpoint, is timed beside our SavedModel,
-TFLite fp32/int8 and ONNX files, OpenVINO fp32/int8 files, MediaPipe's ObjectDetector on our TFLite
+TFLite fp32/int8/full_int8 and ONNX files, OpenVINO fp32/int8 files, MediaPipe's ObjectDetector on our TFLite
 files and `effdet`, in one process of the official environment
 (`--official_python`, tf-keras under TF_USE_LEGACY_KERAS=1), interleaved, in --processes fresh
 processes; ratios to the official, raw-output parity with it and (--memory) serving memory of both
@@ -18,9 +18,10 @@ each, medians in ms over repeated runs in one process, and ratios to the PyTorch
 tf_efficientdet_d0 (random weights, pretrained_backbone=False; bench_task='' for the network,
 'predict' for decoding + NMS). The peer is skipped with a message when torch/effdet do not import.
 The reference checkpoint is loaded when present so NMS sees realistic scores. --quantized adds the
-fp16 and int8 TFLite files (int8 calibrated on synthetic shapes pictures), --batch8 the throughput
-at batch 8 (pictures/s) of the SavedModel and the peer, --memory the resident memory of a fresh
-process that loads the SavedModel and serves 20 pictures, stage by stage.
+fp16 TFLite file, with --int8 also the int8 and full_int8 files (calibrated on synthetic shapes
+pictures), --batch8 the throughput at batch 8 (pictures/s) of the SavedModel and the peer,
+--memory the resident memory of a fresh process that loads the SavedModel and serves 20 pictures,
+stage by stage.
 
 --processes N repeats the whole measurement in N fresh processes, one after the other, and adds a
 summary of each candidate's ratio to the peer (lowest, median, highest): the peer's speed differs
@@ -85,7 +86,8 @@ def tensorflow_fns(args, root):
         calibration = shapes_records(root)
         files += [(False, "fp16", "tflite fp16 end to end", {"images": picture})]
         if args.int8:
-            files += [(False, "int8", "tflite int8 end to end", {"images": picture})]
+            files += [(False, "int8", "tflite int8 end to end", {"images": picture}),
+                      (False, "full_int8", "tflite full_int8 end to end", {"images": picture})]
     for raw, quantization, label, feed in files:
         path = export_tflite(folded, detector.config, os.path.join(root, "%s_%s.tflite" % (raw, quantization)),
                              quantization, raw_outputs=raw, calibration_file_pattern=calibration,
@@ -174,7 +176,7 @@ def main():
     parser.add_argument("--xla", action="store_true", help="also time the XLA-compiled SavedModel "
                         "(about 10x slower on CPU)")
     parser.add_argument("--quantized", action="store_true", help="also time fp16 and int8 TFLite files")
-    parser.add_argument("--int8", action="store_true", help="with --quantized, also the int8 TFLite file")
+    parser.add_argument("--int8", action="store_true", help="with --quantized, also the int8 and full_int8 TFLite files")
     parser.add_argument("--batch8", action="store_true", help="also time batch 8 (throughput)")
     parser.add_argument("--memory", action="store_true", help="report the serving process's peak memory")
     parser.add_argument("--processes", type=int, default=1, help="repeat in this many fresh processes and "

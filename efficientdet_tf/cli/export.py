@@ -13,8 +13,9 @@ flags.DEFINE_string("checkpoint", "", "Official checkpoint (dir or prefix), .ker
 flags.DEFINE_string("hparams", "", "Overrides 'a=1,nms.mode=per_class' or a yaml file.")
 flags.DEFINE_string("export_dir", None, "Model base folder; the SavedModel goes to <export_dir>/<version>/.")
 flags.DEFINE_integer("version", 1, "Version sub-folder (TF Serving serves the highest).")
-flags.DEFINE_list("tflite", [], "TFLite files to write: any of fp32,fp16,int8.")
-flags.DEFINE_string("calibration_file_pattern", "", "TFRecords (image/encoded) to calibrate int8 on.")
+flags.DEFINE_list("tflite", [], "TFLite files to write: any of fp32,fp16,int8,full_int8 (full_int8: uint8 in, "
+                  "integer kernels up to the NMS, for integer-only accelerators).")
+flags.DEFINE_string("calibration_file_pattern", "", "TFRecords (image/encoded) to calibrate int8 and full_int8 on.")
 flags.DEFINE_integer("num_calibration_images", 100, "Pictures read for int8 calibration.")
 flags.DEFINE_string("tflite_input_size", "", "HxW of the TFLite files' fixed input (default: image_size square). "
                     "MediaPipe stretches pictures to it: give your camera's aspect ratio, e.g. 384x512 for 4:3.")
@@ -42,8 +43,9 @@ def main(argv):
     bad = [q for q in FLAGS.tflite if q not in QUANTIZATIONS]
     if bad:
         raise common.UsageError("--tflite takes %s, got %s" % (",".join(QUANTIZATIONS), ",".join(bad)))
-    if "int8" in FLAGS.tflite and not FLAGS.calibration_file_pattern:
-        raise common.UsageError("--tflite=int8 needs --calibration_file_pattern")
+    integer = [q for q in FLAGS.tflite if q in ("int8", "full_int8")]
+    if integer and not FLAGS.calibration_file_pattern:
+        raise common.UsageError("--tflite=%s needs --calibration_file_pattern" % integer[0])
     if FLAGS.openvino_int8 and not (FLAGS.openvino and FLAGS.calibration_file_pattern):
         raise common.UsageError("--openvino_int8 needs --openvino and --calibration_file_pattern")
     if FLAGS.onnx or FLAGS.onnx_network_only:
@@ -111,6 +113,13 @@ def main(argv):
                       num_calibration_images=FLAGS.num_calibration_images, label_map=label_map,
                       input_size=input_size)
         print("TFLite %s: %s" % (quantization, target))
+        if quantization == "full_int8":
+            from efficientdet_tf.export.tflite_graph import float_ops
+
+            with open(target, "rb") as f:
+                ops = float_ops(f.read())
+            print("  ops left in float (run on the CPU beside an integer-only accelerator): %s"
+                  % ", ".join("%s x%d" % item for item in sorted(ops.items())))
     if FLAGS.onnx or FLAGS.onnx_network_only:
         from efficientdet_tf.export.onnx import export_onnx
     for wanted, suffix, network_only in ((FLAGS.onnx, "", False), (FLAGS.onnx_network_only, "_network", True)):

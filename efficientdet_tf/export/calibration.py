@@ -21,40 +21,80 @@ def has_range(tensor):
     return q is not None and q.min is not None and len(q.min) == 1
 
 
-def mean_ranges(calibrated, tensor_indices, samples):
-    """{tensor index: (mean of the per-sample minima, mean of the per-sample maxima)}.
+def _finite_extremes(calibrated, tensor_indices, samples, scores=None, min_score=0.0):
+    """Yields, sample by sample, {tensor index: (min, max) of its finite values} of a calibrated
+    (still float) model; a tensor without finite values is left out of that sample's dict.
 
-    Runs the calibrated (still float) model on each sample and averages every listed tensor's
-    extremes. The calibrator's own range is the minimum and maximum over all samples, so one
-    outlier picture widens a tensor's range for every picture; TensorFlow's quantisation-aware
-    training tracks ranges as a moving average of per-batch extremes instead, which for batches of
-    one picture is this estimate.
+    With `scores` (the index of a per-anchor score tensor of N values), tensors of N x k values
+    (k values per anchor, anchor-major) count only the anchors scoring at least `min_score`.
     """
     interpreter = make_interpreter(model_content=calibrated, preserve_all_tensors=True)
     interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()
-    sums = {i: np.zeros(2) for i in tensor_indices}
-    count = 0
     for sample in samples:
         for detail, value in zip(inputs, sample):
             interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
+        keep = None if scores is None else interpreter.get_tensor(scores).reshape(-1) >= min_score
+        extremes = {}
         for i in tensor_indices:
             value = interpreter.get_tensor(i)
-            sums[i] += (float(value.min()), float(value.max()))
-        count += 1
-    if not count:
+            if keep is not None and keep.size in value.shape:
+                value = value.reshape(keep.size, -1)[keep]
+            value = value[np.isfinite(value)]
+            if value.size:
+                extremes[i] = (float(value.min()), float(value.max()))
+        yield extremes
+
+
+def mean_ranges(calibrated, tensor_indices, samples):
+    """{tensor index: (mean of the per-sample minima, mean of the per-sample maxima)}.
+
+    Runs the calibrated (still float) model on each sample and averages every listed tensor's
+    extremes (of its finite values). The calibrator's own range is the minimum and maximum over all
+    samples, so one outlier picture widens a tensor's range for every picture; TensorFlow's
+    quantisation-aware training tracks ranges as a moving average of per-batch extremes instead,
+    which for batches of one picture is this estimate.
+    """
+    sums, counts = {}, {}
+    for extremes in _finite_extremes(calibrated, tensor_indices, samples):
+        for i, pair in extremes.items():
+            sums[i] = sums.get(i, np.zeros(2)) + pair
+            counts[i] = counts.get(i, 0) + 1
+    if not counts and tensor_indices:
         raise ValueError("the calibration data set yielded no sample")
-    return {i: (float(low / count), float(high / count)) for i, (low, high) in sums.items()}
+    return {i: (float(low / counts[i]), float(high / counts[i])) for i, (low, high) in sums.items()}
+
+
+def box_ranges(calibrated, tensor_indices, samples, scores, min_score):
+    """{tensor index: (min, max)} of box tensors (N or N x 4 values, one row per anchor) over the
+    anchors whose score (tensor `scores`, N values) is at least `min_score`, on every sample; the
+    tensors of no such anchor get `finite_ranges`."""
+    ranges = finite_ranges(calibrated, tensor_indices, samples)
+    ranges.update(finite_ranges(calibrated, tensor_indices, samples, scores, min_score))
+    return ranges
+
+
+def finite_ranges(calibrated, tensor_indices, samples, scores=None, min_score=0.0):
+    """{tensor index: (min, max)} over the finite values of every sample: the calibrator's min/max
+    without the infinities that no quantisation scale holds (`scores`, `min_score`: see
+    `_finite_extremes`)."""
+    ranges = {}
+    for extremes in _finite_extremes(calibrated, tensor_indices, samples, scores, min_score):
+        for i, (low, high) in extremes.items():
+            old = ranges.get(i, (low, high))
+            ranges[i] = (min(old[0], low), max(old[1], high))
+    return ranges
 
 
 def detections(model_content, samples):
     """The detection outputs (one dict per sample, batch axis dropped, boxes in input pixels) of a
     TFLite detection model."""
     runner = make_interpreter(model_content=model_content).get_signature_runner()
+    pixel_type = runner.get_input_details()["images"]["dtype"]  # float32 while calibrating, uint8 in the file
     found = []
     for sample in samples:
-        out = {key: value[0] for key, value in runner(images=sample[0]).items()}
+        out = {key: value[0] for key, value in runner(images=sample[0].astype(pixel_type)).items()}
         height, width = sample[0].shape[1:3]
         out["detection_boxes"] = out["detection_boxes"] * np.array([height, width, height, width], np.float32)
         found.append(out)

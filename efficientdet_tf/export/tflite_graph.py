@@ -197,3 +197,24 @@ def order_outputs(content, names):
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def builtin_name(model, op):
+    """The builtin operator name ('CONV_2D', 'NON_MAX_SUPPRESSION_V5', ...) of `op` in a `schema_fb.ModelT`."""
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    return next((name for name, value in vars(_OP).items() if value == builtin and not name.startswith("_")),
+                str(builtin))
+
+
+def float_ops(content):
+    """{operator name: count} of the ops of a TFLite file that compute in float: those with a float32
+    output (DEQUANTIZE counts: it is where int8 values leave the integer kernels)."""
+    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(content, 0))
+    graph = model.subgraphs[0]
+    counts = {}
+    for op in graph.operators:
+        if any(graph.tensors[int(i)].type == _FLOAT32 for i in op.outputs):
+            name = builtin_name(model, op)
+            counts[name] = counts.get(name, 0) + 1
+    return counts
