@@ -1,9 +1,12 @@
 """The official google/automl SavedModel timed beside every path we ship, in one process (`latency_cpu.py --official_dir`).
 
 Three stages, each its own process:
-1. ours (this project's environment): D0 with the reference weights exported as we ship it:
-   SavedModel, TFLite fp32 and int8 (with MediaPipe's metadata), ONNX (end to end and network only),
-   OpenVINO fp32 and int8 (NNCF), into a work folder;
+1. ours (this project's environment): the model (`--model_name`, D0 by default) with the checkpoint's
+   weights exported as we ship it: SavedModel, TFLite fp32, int8 and full_int8 (with MediaPipe's
+   metadata), ONNX (end to end and network only), OpenVINO fp32 and int8 (NNCF), into a work folder.
+   `--checkpoint random` (for models whose checkpoint is not at hand: no download here) first writes
+   seeded random weights of our model as an official TF1 checkpoint (official variable names, each
+   with its `/ExponentialMovingAverage` copy), which both sides then load;
 2. the official environment (tf-keras, TF_USE_LEGACY_KERAS=1): its `tf2/infer_lib.KerasDriver`
    restores the same checkpoint and exports its own SavedModel (batch 1, and batch 8 for throughput);
 3. the official environment again, once per --processes: `python beside_official.py --worker WORK`
@@ -35,10 +38,10 @@ OFFICIAL_EXPORT = textwrap.dedent(r"""
     import os, sys, types
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.modules["neural_structured_learning"] = types.ModuleType("neural_structured_learning")
-    official_dir, checkpoint, target, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    official_dir, checkpoint, target, batch, model_name = sys.argv[1:6]
     sys.path.insert(0, official_dir)
     from tf2 import infer_lib
-    driver = infer_lib.KerasDriver(checkpoint, False, "efficientdet-d0", batch_size=batch)
+    driver = infer_lib.KerasDriver(checkpoint, False, model_name, batch_size=int(batch))
     driver.export(target)
 """)
 
@@ -66,14 +69,38 @@ def check_official_python(python):
                  % (python, probe.stderr.strip().splitlines()[-1:] or "no output"))
 
 
-def export_ours(checkpoint, work, calibration):
+def write_random_checkpoint(model_name, prefix, seed=0):
+    """Seeded random weights of our `model_name` as an official TF1 name-based checkpoint at `prefix`
+    (every variable under its official name and its `/ExponentialMovingAverage` name); returns prefix."""
+    import keras
+    import tensorflow as tf
+
+    from efficientdet_tf.checkpoints.official import EMA_SUFFIX, model_variables
+    from efficientdet_tf.model.efficientdet import build_model
+    from efficientdet_tf.config import get_config
+
+    keras.utils.set_random_seed(seed)
+    model = build_model(get_config(model_name))
+    names, tensors = [], []
+    for name, variable in model_variables(model).items():
+        value = tf.constant(keras.ops.convert_to_numpy(variable))
+        names += [name, name + EMA_SUFFIX]
+        tensors += [value, value]
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+    with open(os.path.join(os.path.dirname(prefix), "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "%s"\n' % os.path.basename(prefix))
+    return prefix
+
+
+def export_ours(checkpoint, work, calibration, model_name="efficientdet-d0"):
     """Stage 1: writes our files under `work`; returns {label: [path, input name]} (the manifest)."""
     from efficientdet_tf.export.onnx import export_onnx
     from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
     from efficientdet_tf.export.tflite import export_tflite
     from efficientdet_tf.runtime import Detector
 
-    detector = Detector("efficientdet-d0", checkpoint)
+    detector = Detector(model_name, checkpoint)
     folded = fold_and_check(detector.model, detector.config)
     config = detector.config
     files = {"savedmodel": [export_saved_model(folded, config, os.path.join(work, "ours"), 1), "images"]}
@@ -99,13 +126,14 @@ def export_ours(checkpoint, work, calibration):
     return files
 
 
-def export_official(python, official_dir, checkpoint, work, batches):
+def export_official(python, official_dir, checkpoint, work, batches, model_name="efficientdet-d0"):
     """Stage 2: the official SavedModel for each batch size; returns {batch: folder}."""
     folders = {}
     for batch in batches:
         folders[batch] = os.path.join(work, "official_batch%d" % batch)
         if not os.path.exists(os.path.join(folders[batch], "saved_model.pb")):
-            subprocess.run([python, "-c", OFFICIAL_EXPORT, official_dir, checkpoint, folders[batch], str(batch)],
+            subprocess.run([python, "-c", OFFICIAL_EXPORT, official_dir, checkpoint, folders[batch], str(batch),
+                            model_name],
                            check=True, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
     return folders
 
@@ -119,7 +147,11 @@ def worker_candidates(manifest, runs_batch8):
     import tensorflow as tf
 
     picture = np.random.default_rng(0).integers(0, 256, (1, 512, 512, 3), dtype=np.uint8)
-    net_input = np.load(manifest["reference"])["net_input"]  # a normalised picture, as the parity tests use
+    if manifest["reference"]:
+        net_input = np.load(manifest["reference"])["net_input"]  # a normalised picture, as the parity tests use
+    else:
+        size = manifest["image_size"]
+        net_input = np.random.default_rng(1).normal(size=(1, size, size, 3)).astype(np.float32)
     batch = np.random.default_rng(2).integers(0, 256, (8, 512, 512, 3), dtype=np.uint8)
     fns, raw = {}, {}
 
@@ -185,8 +217,8 @@ def worker_candidates(manifest, runs_batch8):
 
 
 def edge_candidates(ours, picture):
-    """OpenVINO (fp32, int8 files) and MediaPipe's ObjectDetector (our TFLite fp32 and int8 files, as
-    they are), end to end on `picture`, where those runtimes import in this environment."""
+    """OpenVINO (fp32, int8 files) and MediaPipe's ObjectDetector (our TFLite fp32, int8 and full_int8
+    files, as they are), end to end on `picture`, where those runtimes import in this environment."""
     fns = {}
     try:
         import openvino
@@ -205,7 +237,7 @@ def edge_candidates(ours, picture):
         print("MediaPipe skipped: mediapipe does not import here (%s)" % e, file=sys.stderr)
     else:
         image = mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=picture[0])
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "int8", "full_int8"):
             options = vision.ObjectDetectorOptions(
                 base_options=BaseOptions(model_asset_path=ours["tflite " + precision][0]), max_results=100)
             detector = vision.ObjectDetector.create_from_options(options)
@@ -227,9 +259,9 @@ def parity(raw, reference):
     SavedModel with the stored reference outputs the official implementation gave."""
     import numpy as np
     official = raw.pop("official")
-    stored = np.load(reference)
+    stored = np.load(reference) if reference else None
     errors = {}
-    if all(name in stored.files for name in official):
+    if stored is not None and all(name in stored.files for name in official):
         errors["official"] = max(float(np.max(np.abs(value - stored[name]))) for name, value in official.items())
     for label, outputs in raw.items():
         errors[label] = max(float(np.max(np.abs(np.reshape(outputs[name], ref.shape) - ref)))
@@ -268,24 +300,33 @@ def run(args, shapes_records):
     official_dir = official_folder(args.official_dir)
     python = args.official_python
     check_official_python(python)
-    checkpoint = os.path.abspath(args.checkpoint)
-    if not os.path.exists(checkpoint + ".index") and not os.path.isdir(checkpoint):
-        sys.exit("--checkpoint=%s is not a checkpoint: the official driver needs the same weights as ours"
-                 % checkpoint)
     work = os.path.abspath(args.work_dir)
     os.makedirs(work, exist_ok=True)
+    random_weights = args.checkpoint == "random"
+    checkpoint = os.path.join(work, "random_checkpoint", "model") if random_weights else os.path.abspath(args.checkpoint)
+    if not random_weights and not os.path.exists(checkpoint + ".index") and not os.path.isdir(checkpoint):
+        sys.exit("--checkpoint=%s is not a checkpoint: the official driver needs the same weights as ours"
+                 % checkpoint)
     manifest_path = os.path.join(work, "manifest.json")
     if not os.path.exists(manifest_path):
-        full = os.path.join(os.path.dirname(checkpoint) if os.path.isfile(checkpoint + ".index")
-                            else checkpoint, "reference_outputs.npz")
-        reference = full if os.path.exists(full) else args.reference_outputs
-        if not reference:
-            sys.exit("no reference_outputs.npz beside --checkpoint: give --reference_outputs (the repository "
-                     "keeps one in tests/data/efficientdet-d0/)")
-        ours = export_ours(checkpoint, work, shapes_records(work))
-        official = export_official(python, official_dir, checkpoint, work, (1, 8))
+        reference = None
+        if random_weights:
+            write_random_checkpoint(args.model_name, checkpoint)
+        else:
+            full = os.path.join(os.path.dirname(checkpoint) if os.path.isfile(checkpoint + ".index")
+                                else checkpoint, "reference_outputs.npz")
+            reference = full if os.path.exists(full) else args.reference_outputs
+            if not reference:
+                sys.exit("no reference_outputs.npz beside --checkpoint: give --reference_outputs (the repository "
+                         "keeps one in tests/data/efficientdet-d0/)")
+        from efficientdet_tf.config import get_config
+
+        ours = export_ours(checkpoint, work, shapes_records(work), args.model_name)
+        official = export_official(python, official_dir, checkpoint, work, (1, 8), args.model_name)
         with open(manifest_path, "w") as f:
-            json.dump({"reference": reference, "ours": ours, "official": {str(k): v for k, v in official.items()}}, f, indent=1)
+            json.dump({"reference": reference, "model_name": args.model_name,
+                       "image_size": get_config(args.model_name).image_size, "ours": ours,
+                       "official": {str(k): v for k, v in official.items()}}, f, indent=1)
     results = []
     for index in range(args.processes):
         command = [python, "-m", "benchmarks.beside_official", "--worker", work, "--runs", str(args.runs),
@@ -314,9 +355,9 @@ def run(args, shapes_records):
 
 def report(results, memory, args):
     """Prints each candidate's median time and its speed-up over the official and over effdet."""
-    print("\nD0, 512x512 uint8 picture (batch 8: eight pictures), CPU (%d cores), %d process(es), each "
+    print("\n%s, 512x512 uint8 picture (batch 8: eight pictures), CPU (%d cores), %d process(es), each "
           "the median of %d interleaved rounds x %d counted calls" % (
-              os.cpu_count(), len(results), args.runs, max(args.repeat - 1, 1)))
+              args.model_name, os.cpu_count(), len(results), args.runs, max(args.repeat - 1, 1)))
     print("| candidate | ms (median over processes) | x official (low / median / high) | x effdet (median) |")
     print("|---|---|---|---|")
     for label in results[0]["ms"]:
@@ -328,9 +369,9 @@ def report(results, memory, args):
         print("| %s | %.1f%s | %.2fx / %.2fx / %.2fx | %s |" % (
             label, statistics.median(ms), rate, min(official), statistics.median(official), max(official),
             "%.2fx" % statistics.median(peer) if peer else "-"))
-    print("\nraw outputs on the reference input against the official SavedModel's `predict` (official: "
-          "against the stored reference outputs); largest absolute difference, parity bound %g:"
-          % PARITY_TOLERANCE)
+    print("\nraw outputs on the reference input (random weights: a seeded random input) against the official "
+          "SavedModel's `predict` (official: against the stored reference outputs); largest absolute "
+          "difference, parity bound %g:" % PARITY_TOLERANCE)
     for label, error in results[0]["parity"].items():
         print("  %-22s %.2e %s" % (label, error, "within" if error <= PARITY_TOLERANCE else "OUTSIDE"))
     if memory:

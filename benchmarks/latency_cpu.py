@@ -4,6 +4,7 @@
                                      [--quantized] [--batch8] [--memory] [--processes N]
     python -m benchmarks.latency_cpu --official_dir $TMPDIR/automl --official_python $TMPDIR/automl_venv/bin/python
                                      [--processes 3] [--runs 10] [--repeat 2] [--batch8] [--memory] [--work_dir DIR]
+                                     [--model_name efficientdet-lite0 --checkpoint random]
 
 With --official_dir (a google/automl checkout; nothing of it enters the project) the official
 SavedModel, exported by its own driver from the same checkpoint, is timed beside our SavedModel,
@@ -169,7 +170,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3, help="calls per candidate and round; the first "
                         "of each round is not counted (cache refill after the previous candidate)")
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="the D0 reference checkpoint; with "
+                        "--official_dir also any official checkpoint of --model_name, or 'random' (seeded random "
+                        "weights written as an official checkpoint that both sides load)")
+    parser.add_argument("--model_name", default="efficientdet-d0", help="with --official_dir: the model timed")
     parser.add_argument("--no_peer", action="store_true")
     parser.add_argument("--no_onnx", action="store_true", help="skip the ONNX files (needs the onnx extra)")
     parser.add_argument("--no_openvino", action="store_true", help="skip the OpenVINO file (needs the openvino extra)")

@@ -39,3 +39,37 @@ def test_moved_or_missing_boxes_agree_less():
 def test_a_reference_that_finds_nothing_is_an_error():
     with pytest.raises(NothingToCompare, match="detects nothing"):
         detection_agreement([_picture([[1, 1, 5, 5]], [0.1], [1])], REFERENCE[:1])
+
+
+def _scores_and_boxes_model():
+    """A float TFLite model of 6 'anchors': scores = sigmoid(x), boxes = exp(3x); returns (bytes, score
+    tensor index, box tensor index)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+
+    from efficientdet_tf.export.tflite_graph import builtin_name
+
+    fn = tf.function(lambda x: {"scores": tf.sigmoid(x), "boxes": tf.exp(3.0 * x)},
+                     input_signature=[tf.TensorSpec([1, 6], tf.float32, name="x")])
+    content = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn).convert()
+    model = schema_fb.ModelT.InitFromObj(schema_fb.Model.GetRootAsModel(content, 0))
+    outputs = {builtin_name(model, op): int(op.outputs[0]) for op in model.subgraphs[0].operators}
+    return content, outputs["LOGISTIC"], outputs["EXP"]
+
+
+def test_box_ranges_count_confident_anchors_and_leave_out_runaway_pictures():
+    from efficientdet_tf.export.calibration import box_ranges
+
+    content, scores, boxes = _scores_and_boxes_model()
+    confident = np.array([[-5.0, 1.0, -5.0, -5.0, -4.0, -5.0]], np.float32)   # anchor 1 scores 0.73
+    unsure = np.array([[-3.0, -2.0, -6.0, -6.0, -6.0, -2.5]], np.float32)     # none above 0.2: the best 2
+    runaway = np.array([[-5.0, 9.0, -5.0, -5.0, -5.0, -5.0]], np.float32)     # exp(27) for a confident one
+    ranges, skipped = box_ranges(content, [boxes], [[confident], [unsure], [runaway]], scores,
+                                 min_score=0.2, top_k=2, limit=1e6)
+    assert skipped == 1
+    low, high = ranges[boxes]
+    # exp(3x) over anchor 1 of the first picture and anchors 1 and 5 of the second; never the
+    # unconfident anchors' exp(-15) nor the runaway picture.
+    np.testing.assert_allclose([low, high], [np.exp(-7.5), np.exp(3.0)], rtol=1e-5)
+    with pytest.raises(ValueError, match="on every calibration picture"):
+        box_ranges(content, [boxes], [[runaway]], scores, min_score=0.2, top_k=2, limit=1e6)

@@ -21,12 +21,13 @@ def has_range(tensor):
     return q is not None and q.min is not None and len(q.min) == 1
 
 
-def _finite_extremes(calibrated, tensor_indices, samples, scores=None, min_score=0.0):
+def _finite_extremes(calibrated, tensor_indices, samples, scores=None, min_score=0.0, top_k=0):
     """Yields, sample by sample, {tensor index: (min, max) of its finite values} of a calibrated
     (still float) model; a tensor without finite values is left out of that sample's dict.
 
-    With `scores` (the index of a per-anchor score tensor of N values), tensors of N x k values
-    (k values per anchor, anchor-major) count only the anchors scoring at least `min_score`.
+    With `scores` (the index of a per-anchor score tensor of N values), tensors with an axis of N
+    (one row per anchor) count only the anchors scoring at least `min_score`, or the `top_k` best on
+    a sample where none does.
     """
     interpreter = make_interpreter(model_content=calibrated, preserve_all_tensors=True)
     interpreter.allocate_tensors()
@@ -35,7 +36,12 @@ def _finite_extremes(calibrated, tensor_indices, samples, scores=None, min_score
         for detail, value in zip(inputs, sample):
             interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
-        keep = None if scores is None else interpreter.get_tensor(scores).reshape(-1) >= min_score
+        keep = None
+        if scores is not None:
+            values = interpreter.get_tensor(scores).reshape(-1)
+            keep = values >= min_score
+            if not keep.any():
+                keep[np.argsort(-values, kind="stable")[:top_k]] = True
         extremes = {}
         for i in tensor_indices:
             value = interpreter.get_tensor(i)
@@ -66,21 +72,35 @@ def mean_ranges(calibrated, tensor_indices, samples):
     return {i: (float(low / counts[i]), float(high / counts[i])) for i, (low, high) in sums.items()}
 
 
-def box_ranges(calibrated, tensor_indices, samples, scores, min_score):
-    """{tensor index: (min, max)} of box tensors (N or N x 4 values, one row per anchor) over the
-    anchors whose score (tensor `scores`, N values) is at least `min_score`, on every sample; the
-    tensors of no such anchor get `finite_ranges`."""
-    ranges = finite_ranges(calibrated, tensor_indices, samples)
-    ranges.update(finite_ranges(calibrated, tensor_indices, samples, scores, min_score))
-    return ranges
+def box_ranges(calibrated, tensor_indices, samples, scores, min_score, top_k, limit):
+    """({tensor index: (min, max)}, number of samples left out) for the box decoding's tensors: over
+    the anchors scoring at least `min_score` (the `top_k` best where none does; `_finite_extremes`),
+    leaving out samples where such an anchor's values pass +-`limit` (a network driven out of its
+    range by a picture unlike its data: int8 scales that held them would leave no step for real boxes,
+    or none that the int8 kernels can represent).
+
+    Raises:
+      ValueError: every sample passes the limit.
+    """
+    ranges, skipped = {}, 0
+    for extremes in _finite_extremes(calibrated, tensor_indices, samples, scores, min_score, top_k):
+        if any(max(abs(low), abs(high)) > limit for low, high in extremes.values()):
+            skipped += 1
+            continue
+        for i, (low, high) in extremes.items():
+            old = ranges.get(i, (low, high))
+            ranges[i] = (min(old[0], low), max(old[1], high))
+    if not ranges and tensor_indices:
+        raise ValueError("on every calibration picture the model's confident boxes reach beyond %g (values of "
+                         "its box decoding): calibrate on pictures like its training data" % limit)
+    return ranges, skipped
 
 
-def finite_ranges(calibrated, tensor_indices, samples, scores=None, min_score=0.0):
+def finite_ranges(calibrated, tensor_indices, samples):
     """{tensor index: (min, max)} over the finite values of every sample: the calibrator's min/max
-    without the infinities that no quantisation scale holds (`scores`, `min_score`: see
-    `_finite_extremes`)."""
+    without the infinities that no quantisation scale holds."""
     ranges = {}
-    for extremes in _finite_extremes(calibrated, tensor_indices, samples, scores, min_score):
+    for extremes in _finite_extremes(calibrated, tensor_indices, samples):
         for i, (low, high) in extremes.items():
             old = ranges.get(i, (low, high))
             ranges[i] = (min(old[0], low), max(old[1], high))

@@ -15,8 +15,12 @@ from efficientdet_tf.ops.letterbox import IMAGENET_PAD_RGB, letterbox, pad_rgb_f
 QUANTIZATIONS = ("fp32", "fp16", "int8", "full_int8")
 # The outputs of a detection TFLite file, in the order the TFLite detection runtimes read them.
 OUTPUT_ORDER = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
-# full_int8: the box decoding's int8 ranges cover the boxes of anchors scoring at least this.
+# full_int8: the box decoding's int8 ranges cover the boxes of the anchors scoring at least this (of a
+# calibration picture's best BOX_RANGE_TOP_K anchors where none does).
 BOX_RANGE_MIN_SCORE = 0.2
+BOX_RANGE_TOP_K = 100
+# ... from the calibration pictures on which those boxes stay within this many input sizes.
+BOX_RANGE_LIMIT = 16
 
 
 def tflite_detections(detections, input_size):
@@ -229,10 +233,13 @@ def keep_nms_float(model, calibrated, samples, network_scope):
     The input takes the range 0..255, so that the quantised file reads uint8 pixels at scale 1 (what
     MediaPipe and the Task Library feed a uint8 input). The network and the scores keep the ranges
     of the calibration pictures. The box decoding (the tensors between the network's box outputs
-    and the NMS) takes its ranges from the anchors that score at least `BOX_RANGE_MIN_SCORE` only
-    (`calibration.box_ranges`): over every anchor, exp(box delta) of hopeless anchors reaches
-    thousands of pixels or inf, and a range that holds them leaves a few steps of the 256 for the
-    boxes that matter (on the shapes data that cost 3 AP points); such boxes saturate instead.
+    and the NMS) takes its ranges from the anchors that score at least `BOX_RANGE_MIN_SCORE` only (a
+    picture's `BOX_RANGE_TOP_K` best where none does; `calibration.box_ranges`): over every anchor,
+    exp(box delta) of hopeless anchors reaches thousands of pixels, 1e37 or inf, and a range that
+    holds them leaves a few steps of the 256 for the boxes that matter (on the shapes data that cost
+    3 AP points) or no valid int8 scale at all; such boxes saturate instead. A calibration picture
+    on which even those anchors reach beyond `BOX_RANGE_LIMIT` input sizes (a picture that drives
+    the network out of its range) is left out of the box ranges, with a warning.
 
     Returns (names of the output tensors of the float ops, for `mlir_quantize`'s denylist; indices of
     the network's quantised tensors with a range, for `calibration.mean_ranges`).
@@ -268,7 +275,14 @@ def keep_nms_float(model, calibrated, samples, network_scope):
     boxes = [i for i in boxes if calibration.has_range(graph.tensors[i])]
     rest = [i for i in producer if i not in network and i not in boxes and calibration.has_range(graph.tensors[i])]
     ranges = calibration.finite_ranges(calibrated, rest, samples)
-    ranges.update(calibration.box_ranges(calibrated, boxes, samples, int(nms.inputs[1]), BOX_RANGE_MIN_SCORE))
+    size = max(graph.tensors[graph.inputs[0]].shape[1:3])
+    box, skipped = calibration.box_ranges(calibrated, boxes, samples, int(nms.inputs[1]), BOX_RANGE_MIN_SCORE,
+                                          BOX_RANGE_TOP_K, BOX_RANGE_LIMIT * float(size))
+    if skipped:
+        logging.warning("full_int8: %d of %d calibration pictures drive the box decoding beyond %dx the input "
+                        "size; the box ranges come from the other %d", skipped, len(samples), BOX_RANGE_LIMIT,
+                        len(samples) - skipped)
+    ranges.update(box)
     for i, (low, high) in ranges.items():
         graph.tensors[i].quantization.min, graph.tensors[i].quantization.max = [low], [high]
     pixels = graph.tensors[graph.inputs[0]].quantization
