@@ -115,13 +115,17 @@ def export_ours(checkpoint, work, calibration, model_name="efficientdet-d0"):
         export_onnx(folded, config, path, network_only=network_only)
         files[label] = [path, "normalized_images" if network_only else "images"]
     try:
-        from efficientdet_tf.export.openvino import calibration_pictures, export_openvino, quantize_openvino
-
+        from efficientdet_tf.export.openvino import (ConversionError, calibration_pictures, export_openvino,
+                                                     quantize_openvino)
+    except ImportError as e:
+        print("OpenVINO skipped: %s" % e, file=sys.stderr)
+        return files
+    try:
         xml = export_openvino(files["savedmodel"][0], config, os.path.join(work, "openvino_fp32.xml"))
         files["openvino fp32"] = [xml, "images"]
         files["openvino int8"] = [quantize_openvino(xml, calibration_pictures(calibration, 32),
                                                     os.path.join(work, "openvino_int8.xml")), "images"]
-    except ImportError as e:
+    except (ImportError, ConversionError) as e:
         print("OpenVINO skipped: %s" % e, file=sys.stderr)
     return files
 
@@ -153,6 +157,10 @@ def worker_candidates(manifest, runs_batch8):
         size = manifest["image_size"]
         net_input = np.random.default_rng(1).normal(size=(1, size, size, 3)).astype(np.float32)
     batch = np.random.default_rng(2).integers(0, 256, (8, 512, 512, 3), dtype=np.uint8)
+    # A TFLite file takes pictures of its fixed input (the network's size; its runtime letterboxes
+    # outside the file): for D0 the same 512x512 picture, for smaller models its top-left corner.
+    size = net_input.shape[1]
+    tflite_picture = np.ascontiguousarray(picture[:, :size, :size])
     fns, raw = {}, {}
 
     official = tf.saved_model.load(manifest["official"]["1"])
@@ -177,7 +185,7 @@ def worker_candidates(manifest, runs_batch8):
     for label in ("tflite fp32", "tflite int8", "tflite full_int8", "tflite fp32 network"):
         path, input_name = manifest["ours"][label]
         runner = make_interpreter(path, num_threads=os.cpu_count()).get_signature_runner()
-        feed = {input_name: net_input if input_name == "normalized_images" else picture}
+        feed = {input_name: net_input if input_name == "normalized_images" else tflite_picture}
         fns[label if label.endswith("network") else label + " end to end"] = functools.partial(
             lambda run, feed: run(**feed), runner, feed)
         if label.endswith("network"):
@@ -211,7 +219,8 @@ def worker_candidates(manifest, runs_batch8):
         # TFLite files take one picture: eight calls in a row is their batch-8 throughput.
         runner = make_interpreter(manifest["ours"]["tflite int8"][0],
                                      num_threads=os.cpu_count()).get_signature_runner()
-        fns["tflite int8 batch8"] = lambda: [runner(images=batch[i:i + 1]) for i in range(8)]
+        fns["tflite int8 batch8"] = lambda: [runner(images=np.ascontiguousarray(batch[i:i + 1, :size, :size]))
+                                          for i in range(8)]
     fns.update(peers)
     return fns, raw
 

@@ -66,6 +66,7 @@ def test_a_saved_model_openvino_cannot_convert_is_one_line(monkeypatch, tmp_path
                            "-- VarHandleOp with a message:\n...\n-- Conversion is failed for: VarHandleOp\n")
 
     monkeypatch.setattr(openvino, "convert_model", fail)
+    monkeypatch.setattr("efficientdet_tf.export.openvino._frozen_serving", lambda path: path)
     with pytest.raises(ConversionError) as caught:
         export_openvino(str(tmp_path / "1"), get_config("efficientdet-d0"), str(tmp_path / "d0.xml"))
     message = str(caught.value)
@@ -95,3 +96,24 @@ def test_the_int8_file_is_quantized_and_scores_as_the_float_file(exported, tmp_p
         assert abs(got["detection_scores"][0] - want["detection_scores"][0]) < 0.1 * want["detection_scores"][0]
         np.testing.assert_allclose(np.sort(got["detection_scores"])[-20:], np.sort(want["detection_scores"])[-20:],
                                    rtol=0.15)
+
+
+@pytest.mark.slow
+def test_a_lite_model_with_drop_connect_converts_and_reproduces_the_saved_model(tmp_path):
+    """The trained shapes demo detector (Lite0's design, drop-connect in its backbone): OpenVINO's
+    SavedModel reader alone fails on it ("Cannot find requested variable"); the export converts the
+    frozen serving function instead."""
+    import os
+
+    from efficientdet_tf.checkpoints.opening import open_model
+    from efficientdet_tf.export.openvino import export_openvino
+    from efficientdet_tf.export.saved_model import export_saved_model, fold_and_check
+    from helpers import ROOT
+
+    network, config = open_model(os.path.join(ROOT, "tests", "data", "shapes_demo.keras"))
+    assert config.backbone_survival_prob < 1.0
+    saved = export_saved_model(fold_and_check(network, config), config, str(tmp_path / "export"))
+    reference, openvino = load_detector(saved), load_detector(export_openvino(saved, config, str(tmp_path / "m.xml")))
+    pictures = [synthetic_picture(h, w, seed) for seed, (h, w) in enumerate([(128, 128), (150, 120)])]
+    for picture in pictures:
+        _assert_same(reference(picture), openvino(picture))

@@ -42,19 +42,45 @@ def export_openvino(saved_model_dir, config, path):
     """
     ov = import_openvino()
     try:
-        model = ov.convert_model(os.fspath(saved_model_dir))
+        model = ov.convert_model(_frozen_serving(saved_model_dir))
     except Exception as e:  # OpenVINO's frontend errors are many types, each a page long
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         failed = next((line for line in lines if line.startswith("-- Conversion is failed for")), lines[-1] if lines else "")
         raise ConversionError("OpenVINO %s cannot convert the SavedModel %s (%s); the SavedModel itself is "
                               "written and serves as it is" % (ov.__version__.split("-")[0], saved_model_dir,
                                                                 failed.lstrip("- "))) from None
-    names = sorted(output.get_any_name() for output in model.outputs)
-    if names != ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]:
-        raise ValueError("%s: unexpected outputs after conversion: %s" % (saved_model_dir, ", ".join(names)))
+    keys = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
+    if len(model.outputs) != len(keys):
+        raise ValueError("%s: %d outputs after conversion, not the 4 detection outputs"
+                         % (saved_model_dir, len(model.outputs)))
+    # The frozen function returns the signature's outputs flattened, i.e. in sorted key order.
+    for output, key in zip(model.outputs, keys):
+        output.get_tensor().set_names({key})
     model.set_rt_info(json.dumps(config.as_dict()), list(CONFIG_KEY))
     ov.save_model(model, os.fspath(path), compress_to_fp16=False)
     return os.fspath(path)
+
+
+def _frozen_serving(saved_model_dir):
+    """The SavedModel's `serving_default` with its variables frozen into constants, as a concrete
+    function for `openvino.convert_model`.
+
+    OpenVINO's own SavedModel reader looks up every variable handle of the SavedModel's graph in its
+    checkpoint, and some variables that serving never reads have handles but no entry there (e.g.
+    the drop-connect layers' seed-generator states, in every model with `backbone_survival_prob` < 1,
+    the Lite models among them): it fails with "Cannot find requested variable". The frozen function
+    holds only what serving reads.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    loaded = tf.saved_model.load(os.fspath(saved_model_dir))  # holds the variables while they are read
+    serve = loaded.signatures["serving_default"]
+    frozen = convert_variables_to_constants_v2(serve)
+    spec = serve.structured_input_signature[1]["images"]
+    call = tf.function(lambda images: frozen(images=images), autograph=False,
+                       input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
+    return call.get_concrete_function()
 
 
 def calibration_pictures(file_pattern, count=100):
