@@ -66,6 +66,22 @@ def matched_fraction(got, want, score_tol=1e-4, box_tol=0.5):
     return float(same.any(axis=1).mean())
 
 
+def mediapipe_detections(path, picture):
+    """MediaPipe Tasks' ObjectDetector on a TFLite file as it is (score threshold 0, 100 results):
+    (boxes [N, 4] as [ymin, xmin, ymax, xmax] pixels, scores [N], class names)."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path), score_threshold=0.0,
+                                           max_results=100)
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(picture)))
+    boxes = [[d.bounding_box.origin_y, d.bounding_box.origin_x, d.bounding_box.origin_y + d.bounding_box.height,
+              d.bounding_box.origin_x + d.bounding_box.width] for d in result.detections]
+    return (np.array(boxes, np.float32).reshape(-1, 4), np.array([d.categories[0].score for d in result.detections]),
+            [d.categories[0].category_name for d in result.detections])
+
+
 def make_shapes_records(folder, num_train=16):
     """Shapes pictures (5 classes, 128-160 px) written as one training TFRecord; returns its path."""
     from tfrecord_tools import create_coco_tfrecord

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from efficientdet_tf.runtime import TFLiteDetector
-from helpers import synthetic_picture
+from helpers import mediapipe_detections, synthetic_picture
 
 INPUT = (96, 128)
 LABELS = {i: "thing %d" % i for i in range(1, 91)}
@@ -32,20 +32,6 @@ def exported(tmp_path_factory, d0_reference_dir):
 
 def _pictures():
     return [synthetic_picture(INPUT[0] * k, INPUT[1] * k, seed) for seed, k in ((0, 1), (1, 3), (2, 5))]
-
-
-def _mediapipe(path, picture):
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
-
-    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path), score_threshold=0.0,
-                                           max_results=100)
-    with vision.ObjectDetector.create_from_options(options) as detector:
-        result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(picture)))
-    boxes = [[d.bounding_box.origin_y, d.bounding_box.origin_x, d.bounding_box.origin_y + d.bounding_box.height,
-              d.bounding_box.origin_x + d.bounding_box.width] for d in result.detections]
-    return (np.array(boxes, np.float32).reshape(-1, 4), np.array([d.categories[0].score for d in result.detections]),
-            [d.categories[0].category_name for d in result.detections])
 
 
 @pytest.mark.slow
@@ -70,7 +56,7 @@ def test_mediapipe_finds_what_our_tflite_runtime_finds(exported):
     ours = TFLiteDetector(exported)
     for picture in [synthetic_picture(*INPUT, seed) for seed in range(3)]:
         want = ours(picture)
-        boxes, scores, names = _mediapipe(exported, picture)
+        boxes, scores, names = mediapipe_detections(exported, picture)
         # The 10 best whose boxes lie inside the picture: like the official post-processing, ours
         # clips boxes to the padded square the network saw, and MediaPipe drops some beyond the picture.
         inside = (want["detection_boxes"] <= np.array(picture.shape[:2] * 2) + 2).all(-1)

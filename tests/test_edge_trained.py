@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import ROOT, subprocess_env
+from helpers import ROOT, mediapipe_detections, subprocess_env
 
 MODEL = os.path.join(ROOT, "tests", "data", "shapes_demo.keras")
 LABELS = os.path.join(ROOT, "tests", "data", "shapes_demo_labels.yaml")
@@ -70,19 +70,6 @@ def _square(picture):
     return canvas
 
 
-def _mediapipe(path, picture):
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
-
-    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path), score_threshold=0.0,
-                                           max_results=100)
-    with vision.ObjectDetector.create_from_options(options) as detector:
-        result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(picture)))
-    boxes = [[d.bounding_box.origin_y, d.bounding_box.origin_x, d.bounding_box.origin_y + d.bounding_box.height,
-              d.bounding_box.origin_x + d.bounding_box.width] for d in result.detections]
-    return np.array(boxes, np.float32).reshape(-1, 4), [d.categories[0].category_name for d in result.detections]
-
-
 def _iou(box, boxes):
     from efficientdet_tf.ops.box_iou import box_iou
 
@@ -103,7 +90,7 @@ def test_mediapipe_finds_our_detections_of_a_trained_model(exported, shapes, qua
         square = _square(picture)
         want = ours(square)
         keep = want["detection_scores"] >= MIN_SCORE
-        boxes, labels = _mediapipe(path, square)
+        boxes, _, labels = mediapipe_detections(path, square)
         for box, class_id in zip(want["detection_boxes"][keep], want["detection_classes"][keep]):
             wanted += 1
             same = np.array(labels) == names[int(class_id)]
