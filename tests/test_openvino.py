@@ -66,7 +66,7 @@ def test_a_saved_model_openvino_cannot_convert_is_one_line(monkeypatch, tmp_path
                            "-- VarHandleOp with a message:\n...\n-- Conversion is failed for: VarHandleOp\n")
 
     monkeypatch.setattr(openvino, "convert_model", fail)
-    monkeypatch.setattr("efficientdet_tf.export.openvino._frozen_serving", lambda path: path)
+    monkeypatch.setattr("efficientdet_tf.export.openvino._serving_function", lambda path, config: path)
     with pytest.raises(ConversionError) as caught:
         export_openvino(str(tmp_path / "1"), get_config("efficientdet-d0"), str(tmp_path / "d0.xml"))
     message = str(caught.value)

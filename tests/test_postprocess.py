@@ -153,10 +153,12 @@ def test_best_class_reductions_agree_ties_included():
     rng = np.random.default_rng(5)
     levels = [rng.normal(size=(2, s, s, 3 * 4)).astype(np.float32) for s in (4, 2)]
     levels[0][0, 0, 0, :4] = 7.0  # an anchor whose 4 classes tie: the lower channel wins
+    levels[1][1, 1, 0, 4:8] = -2.0  # and one whose classes tie in another level, picture and anchor
     a = postprocess.best_class(levels, 4, "top_k")
-    b = postprocess.best_class(levels, 4, "max_argmax")
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+    for reduction in ("max_argmax", "channels_first"):
+        b = postprocess.best_class(levels, 4, reduction)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     assert a[1][0, 0] == 0 and a[0][0, 0] == 7.0
     want = np.concatenate([x.reshape(2, -1, 4) for x in levels], axis=1)
     np.testing.assert_array_equal(a[1], want.argmax(-1))

@@ -32,8 +32,8 @@ def import_nncf():
 def export_openvino(saved_model_dir, config, path):
     """Converts an exported SavedModel (`export.saved_model.export_saved_model`) to OpenVINO IR.
 
-    OpenVINO converts the `serving_default` signature itself, with its soft-NMS (the config's
-    `nms`); the input is uint8 `images` [batch, height, width, 3] of any size, the outputs are
+    OpenVINO converts the `serving_default` signature's computation (`_serving_function`), with its
+    soft-NMS (the config's `nms`); the input is uint8 `images` [batch, height, width, 3] of any size, the outputs are
     the four named detection outputs in the pictures' own pixels, as from the SavedModel. Weights
     stay float32 (no fp16 compression). The config goes into the file's runtime info.
 
@@ -41,8 +41,9 @@ def export_openvino(saved_model_dir, config, path):
       the `.xml` path (the `.bin` beside it).
     """
     ov = import_openvino()
+    function = _serving_function(saved_model_dir, config)
     try:
-        model = ov.convert_model(_frozen_serving(saved_model_dir))
+        model = ov.convert_model(function)
     except Exception as e:  # OpenVINO's frontend errors are many types, each a page long
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         failed = next((line for line in lines if line.startswith("-- Conversion is failed for")), lines[-1] if lines else "")
@@ -61,25 +62,38 @@ def export_openvino(saved_model_dir, config, path):
     return os.fspath(path)
 
 
-def _frozen_serving(saved_model_dir):
-    """The SavedModel's `serving_default` with its variables frozen into constants, as a concrete
-    function for `openvino.convert_model`.
+def _serving_function(saved_model_dir, config):
+    """`serving_default` of the SavedModel rebuilt for OpenVINO, as a concrete function for
+    `openvino.convert_model`: the same preprocessing and NMS around the SavedModel's `predict_raw`
+    network with its variables frozen into constants, and the best class of each anchor taken the
+    way OpenVINO runs fast (`postprocess.best_class`'s 'channels_first').
 
-    OpenVINO's own SavedModel reader looks up every variable handle of the SavedModel's graph in its
-    checkpoint, and some variables that serving never reads have handles but no entry there (e.g.
-    the drop-connect layers' seed-generator states, in every model with `backbone_survival_prob` < 1,
-    the Lite models among them): it fails with "Cannot find requested variable". The frozen function
-    holds only what serving reads.
+    Frozen because OpenVINO's own SavedModel reader looks up every variable handle of the
+    SavedModel's graph in its checkpoint, and some variables that serving never reads have handles
+    but no entry there (e.g. the drop-connect layers' seed-generator states, in every model with
+    `backbone_survival_prob` < 1, the Lite models among them): it fails with "Cannot find requested
+    variable". The frozen function holds only what serving reads.
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from efficientdet_tf import factory
+
     loaded = tf.saved_model.load(os.fspath(saved_model_dir))  # holds the variables while they are read
-    serve = loaded.signatures["serving_default"]
-    frozen = convert_variables_to_constants_v2(serve)
-    spec = serve.structured_input_signature[1]["images"]
-    call = tf.function(lambda images: frozen(images=images), autograph=False,
-                       input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
+    raw_signature = loaded.signatures["predict_raw"]
+    frozen = convert_variables_to_constants_v2(raw_signature)
+    preprocess = factory.build_preprocessor(config)
+    postprocess = factory.build_postprocess_fn(config, runtime="openvino")
+    levels = range(config.min_level, config.max_level + 1)
+
+    def detect(images):
+        inputs, scales = preprocess(images)
+        raw = tf.nest.pack_sequence_as(raw_signature.structured_outputs, frozen(normalized_images=inputs))
+        return postprocess([raw["class_outputs_p%d" % level] for level in levels],
+                           [raw["box_outputs_p%d" % level] for level in levels], scales)
+
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]["images"]
+    call = tf.function(detect, autograph=False, input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
     return call.get_concrete_function()
 
 
