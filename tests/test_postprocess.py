@@ -236,31 +236,32 @@ def _clustered_candidates(count, flat, seed=0):
 @pytest.mark.parametrize("method", ["gaussian", "hard"])
 @pytest.mark.parametrize("flat", [False, True])
 def test_loop_nms_window_gives_what_the_whole_loop_and_tensorflow_give(method, flat):
-    """The ONNX NMS decays only the best `window` candidates while no outside one can win; on
-    flat scores (the window runs out) it catches up and goes on over all of them. Both give the
-    unwindowed loop's detections bit for bit and TensorFlow's kernel's to float rounding."""
+    """The ONNX NMS decays only the best `windows[0]` candidates while no outside one can win; on
+    flat scores (the window runs out) it catches up and goes on over the next window, and at last
+    over all of them. All give the unwindowed loop's detections bit for bit and TensorFlow's
+    kernel's to float rounding."""
     from efficientdet_tf.ops.loop_nms import loop_nms
     boxes, scores, classes = _clustered_candidates(3000, flat)
     config = _config(method=method, score_threshold=0.01)
     params = _nms_parameters(config)
 
-    def run(per_class, window):  # a graph: the loop's steps in eager mode take seconds
-        fn = tf.function(lambda b, s, c: loop_nms(b, s, c, 100, params, per_class, window=window))
+    def run(per_class, windows):  # a graph: the loop's steps in eager mode take seconds
+        fn = tf.function(lambda b, s, c: loop_nms(b, s, c, 100, params, per_class, windows=windows))
         return [t.numpy() for t in fn(boxes, scores, classes)]
 
     for per_class in (False, True):
-        whole = run(per_class, 4096)
-        for window in (16, 256):
-            for got, want in zip(run(per_class, window), whole):
+        whole = run(per_class, (4096,))
+        for windows in ((16,), (256,), (16, 64, 512)):
+            for got, want in zip(run(per_class, windows), whole):
                 np.testing.assert_array_equal(got, want)
     index, kept = tf.image.non_max_suppression_with_scores(boxes[0], scores[0], 100, *params)
-    out_boxes, out_scores, _, count = run(False, 16)
+    out_boxes, out_scores, _, count = run(False, (16, 64))
     assert int(count[0]) == len(index) == 100
     np.testing.assert_allclose(out_scores[0], kept.numpy(), rtol=1e-5)
     np.testing.assert_array_equal(out_boxes[0], boxes[0][index.numpy()])
 
 
-def _kernel_and_loop(boxes, scores, params, max_out, window=16):
+def _kernel_and_loop(boxes, scores, params, max_out, windows=(2, 16)):
     """(boxes, scores) selected by TensorFlow's NonMaxSuppressionV5 and by `loop_nms`."""
     from efficientdet_tf.ops.loop_nms import loop_nms
     boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32)
@@ -268,7 +269,7 @@ def _kernel_and_loop(boxes, scores, params, max_out, window=16):
         boxes=boxes, scores=scores, max_output_size=max_out, iou_threshold=params[0], score_threshold=params[1],
         soft_nms_sigma=params[2], pad_to_max_output_size=True)
     valid = int(valid)
-    fn = tf.function(lambda b, s, c: loop_nms(b, s, c, max_out, params, window=window))
+    fn = tf.function(lambda b, s, c: loop_nms(b, s, c, max_out, params, windows=windows))
     out_boxes, out_scores, _, count = fn(boxes[None], scores[None], np.zeros((1, len(scores)), np.int32))
     count = int(count[0])
     return ((boxes[index.numpy()[:valid]], kept.numpy()[:valid]),
@@ -348,7 +349,7 @@ def test_loop_nms_in_onnx_runtime_selects_what_the_kernel_selects(params):
     signature = [tf.TensorSpec([None, None, 4], tf.float32, name="boxes"),
                  tf.TensorSpec([None, None], tf.float32, name="scores"),
                  tf.TensorSpec([None, None], tf.int32, name="classes")]
-    fn = tf.function(lambda b, s, c: loop_nms(b, s, c, 64, params, window=16), input_signature=signature)
+    fn = tf.function(lambda b, s, c: loop_nms(b, s, c, 64, params, windows=(4, 16)), input_signature=signature)
     level = logging.getLogger("tf2onnx").level
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=17)
     logging.getLogger("tf2onnx").setLevel(level)

@@ -37,8 +37,8 @@ def _corners(boxes):
     return ymin, xmin, ymax, xmax, (ymax - ymin) * (xmax - xmin)
 
 
-# Candidates the loop decays at every step before it has to look further (see `loop_nms`).
-WINDOW = 1024
+# The growing windows of best candidates the loop decays at every step (see `loop_nms`).
+WINDOWS = (512, 2048, 8192)
 # Gone candidates: the lowest float32, not -inf, which ONNX Runtime's Loop mishandles (every
 # detection was lost); thresholds below it (-inf, as the official hard NMS uses) are raised to it,
 # so only scores below -3.4e38 are read differently from the kernel.
@@ -70,7 +70,7 @@ def _suppress(current, ymin, xmin, ymax, xmax, area, channels, row, params, per_
     return tf.where(alive, tf.where(removed, _GONE, decayed), _GONE)
 
 
-def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WINDOW):
+def loop_nms(boxes, scores, classes, max_out, params, per_class=False, windows=WINDOWS):
     """Batched greedy NMS: boxes [B, N, 4], scores [B, N], classes int32 [B, N] (0-based channels).
 
     `params` is `postprocess.nms_parameters(...)`: (iou_threshold, score_threshold, tf_sigma).
@@ -79,14 +79,19 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
     per-class NMS followed by a top-`max_out` cut. Returns (boxes [B, M, 4], scores [B, M],
     1-based classes [B, M] with 0 for padding, count [B]); padded entries are zero.
 
-    Scores only fall, so no candidate beyond the best `window` can beat the best score inside it
+    Scores only fall, so no candidate beyond the best `w` can beat the best score inside them
     while that is above the first outside candidate's initial score (or equal to it, the outside
-    one having the higher anchor index). The loop decays only the window while that holds; if it
-    stops holding, the outside candidates catch up on every box taken so far, in the same order
-    (the same float results), and the loop goes on over all of them. With every one of D0's
-    49,104 anchors above the threshold this took the ONNX end-to-end file's NMS from about 70 ms
-    to a few ms on 2 cores (BENCHMARKS.md).
+    one having the higher anchor index). The loop decays only the best `windows[0]` while that
+    holds; when it stops holding, the candidates up to the next window catch up on every box taken
+    so far, in the same order (the same float results), and the loop goes on over that window, and
+    so on; the last window is all candidates. Each step costs in proportion to its window: with
+    every one of D0's 49,104 anchors above the threshold and near-equal scores (the first window
+    runs out after a few steps) this took the ONNX file's NMS from 170 ms to 20 ms on 2 cores
+    (BENCHMARKS.md).
     """
+    windows = sorted(set(int(w) for w in windows))
+    if not windows or windows[0] < 1:
+        raise ValueError("loop_nms windows must be positive sizes, got %r" % (windows,))
     score_threshold = max(float(params[1]), _GONE)
     batch = tf.shape(scores)[0]
     # Only candidates above the threshold can ever be taken (NaN never is): those, best first,
@@ -100,10 +105,6 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
     corners = _corners(candidates)
     # One gather per step fetches everything about the box taken.
     table = tf.stack(list(corners) + [channels], axis=-1)
-    width = tf.minimum(count, window)
-    # The best initial score outside the window (_GONE when all fit inside).
-    outside = tf.gather(top, tf.minimum(width, count - 1), axis=1)
-    bound = tf.where(count > width, outside, _GONE)
     never = tf.int32.max
 
     def make_step(size):
@@ -124,32 +125,40 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, window=WI
                     tf.where(slot, score[:, None], taken_scores))
         return step
 
-    def window_holds(i, current, taken, taken_scores):
-        best = tf.reduce_max(current, axis=1)
-        # Strictly above: an outside candidate of equal score may have the lower anchor index.
-        holds = (best > bound) | tf.equal(bound, _GONE)
-        return (i < max_out) & tf.reduce_any(best > score_threshold) & tf.reduce_all(holds)
+    def catch_up(begin, end, i, taken, taken_scores, bound):
+        """The initial scores of candidates [begin, end) decayed by the `i` boxes taken so far."""
+        rest = [part[:, begin:end] for part in corners + (channels,)]
+        # Zero rounds when nothing was left to take or no candidate beyond `begin` is alive.
+        rounds = tf.where((i < max_out) & tf.reduce_any(bound > score_threshold), i, 0)
 
-    start = (tf.constant(0), top[:, :width], tf.zeros([batch, max_out], tf.int32), tf.fill([batch, max_out], _GONE))
-    i, current_in, taken, taken_scores = tf.while_loop(window_holds, make_step(width), start)
+        def body(s, current_out):
+            row = tf.gather(table, taken[:, s][:, None], batch_dims=1)
+            # A batch entry that ran out of candidates took nothing at step s: nothing to decay by.
+            done = tf.equal(taken_scores[:, s], _GONE)[:, None]
+            return s + 1, tf.where(done, current_out, _suppress(current_out, *rest, row, params, per_class))
 
-    # Catch-up of the outside candidates (zero rounds when the window sufficed).
-    rest = [part[:, width:] for part in corners + (channels,)]
-    rounds = tf.where((i < max_out) & tf.reduce_any(bound > score_threshold), i, 0)
+        return tf.while_loop(lambda s, _: s < rounds, body, (tf.constant(0), top[:, begin:end]),
+                             shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])))[1]
 
-    def catch_up(s, current_out):
-        row = tf.gather(table, taken[:, s][:, None], batch_dims=1)
-        # A batch entry that ran out of candidates took nothing at step s: nothing to decay by.
-        done = tf.equal(taken_scores[:, s], _GONE)[:, None]
-        return s + 1, tf.where(done, current_out, _suppress(current_out, *rest, row, params, per_class))
+    i = tf.constant(0)
+    taken, taken_scores = tf.zeros([batch, max_out], tf.int32), tf.fill([batch, max_out], _GONE)
+    current, width, bound = top[:, :0], tf.constant(0), tf.fill([batch], float("inf"))
+    for size in windows + [None]:
+        begin, width = width, count if size is None else tf.minimum(count, size)
+        current = tf.concat([current, catch_up(begin, width, i, taken, taken_scores, bound)], axis=1)
+        # The best initial score outside this window (_GONE when all fit inside).
+        bound = tf.where(count > width, tf.gather(top, tf.minimum(width, count - 1), axis=1), _GONE)
 
-    _, current_out = tf.while_loop(lambda s, _: s < rounds, catch_up, (tf.constant(0), top[:, width:]))
+        def window_holds(i, current, taken, taken_scores, bound=bound):
+            best = tf.reduce_max(current, axis=1)
+            # Strictly above: an outside candidate of equal score may have the lower anchor index.
+            holds = (best > bound) | tf.equal(bound, _GONE)
+            return (i < max_out) & tf.reduce_any(best > score_threshold) & tf.reduce_all(holds)
 
-    def more(i, current, taken, taken_scores):
-        return (i < max_out) & tf.reduce_any(current > score_threshold)
-
-    _, _, taken, taken_scores = tf.while_loop(
-        more, make_step(count), (i, tf.concat([current_in, current_out], axis=1), taken, taken_scores))
+        i, current, taken, taken_scores = tf.while_loop(
+            window_holds, make_step(width), (i, current, taken, taken_scores),
+            shape_invariants=(i.shape, tf.TensorShape([None, None]), tf.TensorShape([None, max_out]),
+                              tf.TensorShape([None, max_out])))
     valid = taken_scores > score_threshold
     out_boxes = tf.where(valid[..., None], tf.gather(candidates, taken, batch_dims=1), 0.0)
     out_classes = tf.cast(tf.gather(channels, taken, batch_dims=1), tf.int32) + 1
