@@ -84,10 +84,10 @@ def loop_nms(boxes, scores, classes, max_out, params, per_class=False, windows=W
     one having the higher anchor index). The loop decays only the best `windows[0]` while that
     holds; when it stops holding, the candidates up to the next window catch up on every box taken
     so far, in the same order (the same float results), and the loop goes on over that window, and
-    so on; the last window is all candidates. Each step costs in proportion to its window: with
-    every one of D0's 49,104 anchors above the threshold and near-equal scores (the first window
-    runs out after a few steps) this took the ONNX file's NMS from 170 ms to 20 ms on 2 cores
-    (BENCHMARKS.md).
+    so on; the last window is all candidates. Each step costs in proportion to its window. With
+    every one of D0's 49,104 anchors above the threshold and near-equal scores, one window of
+    1,024 ran out early and the NMS alone took 54 ms in ONNX Runtime on 2 cores; these windows take
+    20 ms (`benchmarks/profile_runtimes.py`, BENCHMARKS.md).
     """
     windows = sorted(set(int(w) for w in windows))
     if not windows or windows[0] < 1:
