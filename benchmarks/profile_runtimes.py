@@ -96,7 +96,8 @@ def loop_nms_times(detector, picture, runs):
                  tf.TensorSpec([None, None], tf.int32, name="classes")]
     fns, same = {}, {}
     for windows in WINDOW_CHOICES:
-        fn = tf.function(lambda b, s, c, w=windows: loop_nms(b, s, c, 100, params, windows=w), input_signature=signature)
+        fn = tf.function(lambda b, s, c, w=windows: loop_nms(b, s, c, 100, params, windows=w),
+                         input_signature=signature)
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=17)
         logging.getLogger("tf2onnx").setLevel(logging.ERROR)
         session = onnx_session(proto.SerializeToString())

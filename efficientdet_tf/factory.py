@@ -100,13 +100,14 @@ def nms_args(config):
 def build_postprocess_fn(config, image_size=None, runtime="tensorflow"):
     """(class_outputs, box_outputs, image_scales=None) -> detection dict, for the model's anchors.
 
-    `runtime` ('tensorflow', 'tflite', 'onnx' or 'openvino') picks the kernels that are fast, or that exist,
-    where the graph runs (ONNX: NMS as `ops.loop_nms`); the detections are the same.
+    `runtime` ('tensorflow', 'tflite', 'onnx' or 'openvino') picks the kernels that are fast, or
+    that exist, where the graph runs (ONNX: NMS as `ops.loop_nms`); the detections are the same.
     """
     from efficientdet_tf.ops import postprocess
 
     size = image_size or config.image_size
-    reduction = {"tensorflow": "top_k", "tflite": "max_argmax", "onnx": "max_argmax", "openvino": "channels_first"}[runtime]
+    reduction = {"tensorflow": "top_k", "tflite": "max_argmax", "onnx": "max_argmax",
+                 "openvino": "channels_first"}[runtime]
     return functools.partial(postprocess.postprocess, anchors=build_anchors(config, size),
                              num_classes=config.num_classes, image_size=size, best_class_reduction=reduction,
                              nms_kernel="loop" if runtime == "onnx" else "tensorflow", **nms_args(config))

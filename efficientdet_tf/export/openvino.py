@@ -32,9 +32,9 @@ def import_nncf():
 def export_openvino(saved_model_dir, config, path):
     """Converts an exported SavedModel (`export.saved_model.export_saved_model`) to OpenVINO IR.
 
-    OpenVINO converts the `serving_default` signature's computation (`_serving_function`), with its
-    soft-NMS (the config's `nms`); the input is uint8 `images` [batch, height, width, 3] of any size, the outputs are
-    the four named detection outputs in the pictures' own pixels, as from the SavedModel. Weights
+    OpenVINO converts what the `serving_default` signature computes (`_serving_function`), with its
+    soft-NMS (the config's `nms`); the input is uint8 `images` [batch, height, width, 3] of any
+    size, the outputs are the four named detection outputs in the pictures' own pixels, as from the SavedModel. Weights
     stay float32 (no fp16 compression). The config goes into the file's runtime info.
 
     Returns:
@@ -93,7 +93,8 @@ def _serving_function(saved_model_dir, config):
                            [raw["box_outputs_p%d" % level] for level in levels], scales)
 
     spec = loaded.signatures["serving_default"].structured_input_signature[1]["images"]
-    call = tf.function(detect, autograph=False, input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
+    call = tf.function(detect, autograph=False,
+                       input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
     return call.get_concrete_function()
 
 
