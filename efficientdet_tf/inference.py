@@ -21,7 +21,7 @@ def raw_output_dict(network, config, inputs):
 
 def detect_normalised(network, config, inputs, image_scales, runtime="tensorflow"):
     """Runs the network on preprocessed inputs and post-processes (see `postprocess.postprocess`);
-    `runtime` is where the graph will run ('tensorflow' or 'tflite', see `build_postprocess_fn`)."""
+    `runtime` is where the graph will run (see `factory.build_postprocess_fn`)."""
     class_outputs, box_outputs = network(inputs, training=False)
     return factory.build_postprocess_fn(config, runtime=runtime)(list(class_outputs), list(box_outputs), image_scales)
 

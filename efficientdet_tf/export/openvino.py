@@ -77,23 +77,21 @@ def _serving_function(saved_model_dir, config):
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from efficientdet_tf import factory
+    from efficientdet_tf.inference import detect_images
 
     loaded = tf.saved_model.load(os.fspath(saved_model_dir))  # holds the variables while they are read
     raw_signature = loaded.signatures["predict_raw"]
     frozen = convert_variables_to_constants_v2(raw_signature)
-    preprocess = factory.build_preprocessor(config)
-    postprocess = factory.build_postprocess_fn(config, runtime="openvino")
     levels = range(config.min_level, config.max_level + 1)
 
-    def detect(images):
-        inputs, scales = preprocess(images)
+    def network(inputs, training=False):
+        del training  # a frozen inference graph
         raw = tf.nest.pack_sequence_as(raw_signature.structured_outputs, frozen(normalized_images=inputs))
-        return postprocess([raw["class_outputs_p%d" % level] for level in levels],
-                           [raw["box_outputs_p%d" % level] for level in levels], scales)
+        return ([raw["class_outputs_p%d" % level] for level in levels],
+                [raw["box_outputs_p%d" % level] for level in levels])
 
     spec = loaded.signatures["serving_default"].structured_input_signature[1]["images"]
-    call = tf.function(detect, autograph=False,
+    call = tf.function(lambda images: detect_images(network, config, images, runtime="openvino"), autograph=False,
                        input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name="images")])
     return call.get_concrete_function()
 

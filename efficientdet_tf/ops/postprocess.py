@@ -51,17 +51,16 @@ def best_class(class_outputs, num_classes, reduction="top_k"):
         if reduction == "channels_first":
             height, width = tf.shape(level)[1], tf.shape(level)[2]
             per_anchor = tf.reshape(tf.transpose(level, [0, 3, 1, 2]), [batch, -1, num_classes, height * width])
-            best = tf.reduce_max(per_anchor, axis=2)  # [B, anchors, H * W]
+            # [B, anchors, H * W] back to anchor order (y, x, anchor).
+            values.append(tf.reshape(tf.transpose(tf.reduce_max(per_anchor, axis=2), [0, 2, 1]), [batch, -1]))
             channel = tf.argmax(per_anchor, axis=2, output_type=tf.int32)
-            values.append(tf.reshape(tf.transpose(best, [0, 2, 1]), [batch, -1]))
             channels.append(tf.reshape(tf.transpose(channel, [0, 2, 1]), [batch, -1]))
-            continue
-        logits = tf.reshape(level, [batch, -1, num_classes])
-        if reduction == "top_k":
-            top, index = tf.math.top_k(logits, k=1)
+        elif reduction == "top_k":
+            top, index = tf.math.top_k(tf.reshape(level, [batch, -1, num_classes]), k=1)
             values.append(top[..., 0])
             channels.append(index[..., 0])
         else:
+            logits = tf.reshape(level, [batch, -1, num_classes])
             values.append(tf.reduce_max(logits, axis=-1))
             channels.append(tf.argmax(logits, axis=-1, output_type=tf.int32))
     return tf.concat(values, axis=1), tf.concat(channels, axis=1)
